@@ -1,0 +1,302 @@
+//! The Jetstream v1 event envelope and its decoding.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::de::opt_str;
+use crate::error::DecodeError;
+use crate::record::Record;
+
+/// One Jetstream event. Strings borrow from the decoded buffer where they can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// The repository (account) the event is about.
+    pub did: Cow<'a, str>,
+    /// When Jetstream saw the event, in microseconds since the Unix epoch. Also the cursor.
+    pub time_us: i64,
+    /// What happened.
+    pub payload: Payload<'a>,
+}
+
+/// The body of an event, one per `kind`.
+// Commits are nearly every event: boxing them would add an allocation to almost every decode
+// to save memory on the rare identity and account events.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload<'a> {
+    /// A record was created, updated or deleted.
+    Commit(Commit<'a>),
+    /// An identity (handle or DID document) changed.
+    Identity(Identity<'a>),
+    /// An account's hosting status changed.
+    Account(Account<'a>),
+}
+
+/// `kind` of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `commit`.
+    Commit,
+    /// `identity`.
+    Identity,
+    /// `account`.
+    Account,
+}
+
+impl Kind {
+    /// The name Jetstream uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Commit => "commit",
+            Kind::Identity => "identity",
+            Kind::Account => "account",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A repository commit touching one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit<'a> {
+    /// The repository revision (TID).
+    pub rev: Cow<'a, str>,
+    /// Create, update or delete.
+    pub operation: Operation,
+    /// The record's collection NSID.
+    pub collection: Cow<'a, str>,
+    /// The record key.
+    pub rkey: Cow<'a, str>,
+    /// The record; `None` for deletes.
+    pub record: Option<Record<'a>>,
+    /// The record's CID; `None` for deletes.
+    pub cid: Option<Cow<'a, str>>,
+}
+
+/// What a commit did to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// A new record.
+    Create,
+    /// A record replaced.
+    Update,
+    /// A record removed.
+    Delete,
+}
+
+impl Operation {
+    /// The name Jetstream uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// An identity event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity<'a> {
+    /// The account.
+    #[serde(borrow)]
+    pub did: Cow<'a, str>,
+    /// The account's handle, when it has a valid one.
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<Cow<'a, str>>,
+    /// Relay sequence number.
+    pub seq: i64,
+    /// Relay timestamp (RFC 3339).
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+}
+
+/// An account event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account<'a> {
+    /// Whether the account is active.
+    pub active: bool,
+    /// The account.
+    #[serde(borrow)]
+    pub did: Cow<'a, str>,
+    /// Relay sequence number.
+    pub seq: i64,
+    /// Relay timestamp (RFC 3339).
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+    /// Why an inactive account is inactive: `deactivated`, `takendown`, `suspended`,
+    /// `deleted`, ...
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    #[serde(borrow)]
+    did: Cow<'a, str>,
+    time_us: i64,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    commit: Option<WireCommit<'a>>,
+    #[serde(default, borrow)]
+    identity: Option<Identity<'a>>,
+    #[serde(default, borrow)]
+    account: Option<Account<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireCommit<'a> {
+    #[serde(borrow)]
+    rev: Cow<'a, str>,
+    operation: Operation,
+    #[serde(borrow)]
+    collection: Cow<'a, str>,
+    #[serde(borrow)]
+    rkey: Cow<'a, str>,
+    #[serde(default, borrow)]
+    record: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "opt_str")]
+    cid: Option<Cow<'a, str>>,
+}
+
+impl<'a> Event<'a> {
+    /// Decodes one Jetstream JSON event, borrowing from `input` where it can.
+    ///
+    /// Fails when the input is not JSON, lacks the envelope (`did`, `time_us`, `kind` and the
+    /// object its kind names), or when `time_us` is negative. A record that does not fit the
+    /// typed shape of its collection is not an error: it is kept as [`Record::Other`].
+    ///
+    /// ```
+    /// use firehose_core::{Event, Payload, Record};
+    ///
+    /// let line = br#"{"did":"did:plc:abc","time_us":1732000000000000,"kind":"commit","commit":{"rev":"3lb","operation":"create","collection":"app.bsky.feed.like","rkey":"3lc","record":{"$type":"app.bsky.feed.like","subject":{"uri":"at://did:plc:x/app.bsky.feed.post/1","cid":"bafy"},"createdAt":"2024-11-19T07:06:40Z"},"cid":"bafz"}}"#;
+    /// let event = Event::decode(line)?;
+    /// let Payload::Commit(commit) = &event.payload else { unreachable!() };
+    /// assert!(matches!(commit.record, Some(Record::Like(_))));
+    /// assert_eq!(event.table().name(), "likes");
+    /// # Ok::<(), firehose_core::DecodeError>(())
+    /// ```
+    pub fn decode(input: &'a [u8]) -> Result<Event<'a>, DecodeError> {
+        let wire: WireEvent<'a> = serde_json::from_slice(input).map_err(DecodeError::from_json)?;
+        if wire.time_us < 0 {
+            return Err(DecodeError::Envelope {
+                reason: format!("time_us is negative ({})", wire.time_us),
+            });
+        }
+        let payload = match (&*wire.kind, wire.commit, wire.identity, wire.account) {
+            ("commit", Some(c), _, _) => Payload::Commit(Commit {
+                record: c.record.map(|raw| Record::parse(&c.collection, raw.get())),
+                rev: c.rev,
+                operation: c.operation,
+                collection: c.collection,
+                rkey: c.rkey,
+                cid: c.cid,
+            }),
+            ("identity", _, Some(i), _) => Payload::Identity(i),
+            ("account", _, _, Some(a)) => Payload::Account(a),
+            (kind @ ("commit" | "identity" | "account"), ..) => {
+                return Err(DecodeError::Envelope {
+                    reason: format!("kind is \"{kind}\" but the \"{kind}\" object is missing"),
+                });
+            }
+            (kind, ..) => {
+                return Err(DecodeError::Envelope {
+                    reason: format!("unknown kind \"{}\"", truncate(kind, 64)),
+                });
+            }
+        };
+        Ok(Event {
+            did: wire.did,
+            time_us: wire.time_us,
+            payload,
+        })
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> Kind {
+        match self.payload {
+            Payload::Commit(_) => Kind::Commit,
+            Payload::Identity(_) => Kind::Identity,
+            Payload::Account(_) => Kind::Account,
+        }
+    }
+
+    /// The commit, for commit events.
+    pub fn commit(&self) -> Option<&Commit<'a>> {
+        match &self.payload {
+            Payload::Commit(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Encodes the event as Jetstream v1 JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising an Event cannot fail (string keys only; Other records are checked JSON).
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+impl Serialize for Event<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("did", &self.did)?;
+        map.serialize_entry("time_us", &self.time_us)?;
+        map.serialize_entry("kind", self.kind().as_str())?;
+        match &self.payload {
+            Payload::Commit(c) => map.serialize_entry("commit", &CommitOut(c))?,
+            Payload::Identity(i) => map.serialize_entry("identity", i)?,
+            Payload::Account(a) => map.serialize_entry("account", a)?,
+        }
+        map.end()
+    }
+}
+
+struct CommitOut<'c, 'a>(&'c Commit<'a>);
+
+impl Serialize for CommitOut<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("rev", &c.rev)?;
+        map.serialize_entry("operation", &c.operation)?;
+        map.serialize_entry("collection", &c.collection)?;
+        map.serialize_entry("rkey", &c.rkey)?;
+        if let Some(record) = &c.record {
+            match record {
+                Record::Post(r) => map.serialize_entry("record", r)?,
+                Record::Like(r) | Record::Repost(r) => map.serialize_entry("record", r)?,
+                Record::Follow(r) | Record::Block(r) => map.serialize_entry("record", r)?,
+                Record::ListItem(r) => map.serialize_entry("record", r)?,
+                Record::Profile(r) => map.serialize_entry("record", r)?,
+                Record::Other(json) => {
+                    let raw: Box<RawValue> = RawValue::from_string(json.to_string())
+                        .map_err(serde::ser::Error::custom)?;
+                    map.serialize_entry("record", &raw)?
+                }
+            }
+        }
+        if let Some(cid) = &c.cid {
+            map.serialize_entry("cid", cid)?;
+        }
+        map.end()
+    }
+}
