@@ -1,1 +1,53 @@
-fn main() {}
+//! The `firehose` command. Thin: parse the arguments, run the subcommand, turn its outcome
+//! into one line on stderr and an exit code (0 success, 1 runtime failure or bad data, 2 bad
+//! usage, configuration or I/O).
+
+mod generate;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Archive the Bluesky firehose (Jetstream) as Hive-partitioned Parquet, and work with the
+/// archive.
+#[derive(Debug, Parser)]
+#[command(name = "firehose", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Inspect(inspect::Args),
+    Generate(generate::Args),
+}
+
+/// How a subcommand ended, when it did not succeed.
+#[derive(Debug)]
+enum Failure {
+    /// Bad usage, configuration or I/O: exit code 2.
+    Usage(String),
+    /// The work ran but found problems (e.g. lines that failed to decode): exit code 1.
+    Data(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Generate(args) => generate::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Data(reason)) => {
+            eprintln!("firehose: {reason}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(reason)) => {
+            eprintln!("firehose: {reason}");
+            ExitCode::from(2)
+        }
+    }
+}
