@@ -10,6 +10,12 @@ pub enum DecodeError {
         /// The parser's error, with line and column.
         source: serde_json::Error,
     },
+    /// The input is not UTF-8, as JSON must be.
+    #[error("invalid UTF-8 at byte {offset}")]
+    Utf8 {
+        /// Where the first invalid byte sequence starts.
+        offset: usize,
+    },
     /// The input ends in the middle of the JSON value.
     #[error("truncated JSON: {source}")]
     Truncated {
@@ -43,7 +49,7 @@ impl DecodeError {
     /// A short, stable name for the kind of failure (for counters and dead letters).
     pub fn category(&self) -> &'static str {
         match self {
-            DecodeError::Syntax { .. } => "syntax",
+            DecodeError::Syntax { .. } | DecodeError::Utf8 { .. } => "syntax",
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::Shape { .. } => "shape",
             DecodeError::Envelope { .. } => "envelope",
