@@ -78,7 +78,9 @@ async fn read_n(b: &dyn Buffer, consumer: &str, want: usize) -> Vec<Entry> {
 /// Append, read, acknowledge: entries come back as appended, once, and leave nothing behind.
 pub async fn append_read_ack(b: &dyn Buffer) {
     assert_empty(b).await;
-    let batches: Vec<Batch> = (0..3).map(|i| batch(0, i * 10, 10, 120, 1_000 + i)).collect();
+    let batches: Vec<Batch> = (0..3)
+        .map(|i| batch(0, i * 10, 10, 120, 1_000 + i))
+        .collect();
     let mut ids = Vec::new();
     for batch in &batches {
         ids.push(b.append(batch.clone()).await.expect("append"));
@@ -93,20 +95,44 @@ pub async fn append_read_ack(b: &dyn Buffer) {
         assert_eq!(e.deliveries, 1);
     }
     // Delivered entries are leased: nobody else, and not the same consumer, gets them again.
-    assert!(b.read("c1", 10, Duration::ZERO).await.expect("read").is_empty());
-    assert!(b.read("c2", 10, Duration::ZERO).await.expect("read").is_empty());
+    assert!(
+        b.read("c1", 10, Duration::ZERO)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert!(
+        b.read("c2", 10, Duration::ZERO)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     let s = b.stats().await.expect("stats");
     assert_eq!((s.entries_pending, s.events_pending), (3, 30));
 
     assert_eq!(b.ack_entries(&entries).await.expect("ack"), 3);
-    assert_eq!(b.ack(&ids).await.expect("ack again"), 0, "double ack is ignored");
+    assert_eq!(
+        b.ack(&ids).await.expect("ack again"),
+        0,
+        "double ack is ignored"
+    );
     assert_eq!(
         b.ack(&[EntryId::new(1, 1)]).await.expect("ack unknown"),
         0,
         "unknown ids are ignored"
     );
-    assert!(b.read("c1", 10, Duration::ZERO).await.expect("read").is_empty());
-    assert!(b.claim("c3", Duration::ZERO, 10).await.expect("claim").is_empty());
+    assert!(
+        b.read("c1", 10, Duration::ZERO)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert!(
+        b.claim("c3", Duration::ZERO, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     assert_empty(b).await;
 }
 
@@ -132,15 +158,24 @@ pub async fn redelivery_after_restart(first: &dyn Buffer, second: &dyn Buffer) {
     let d = first.append(batch(0, 6, 2, 100, 40)).await.expect("append");
 
     // Another consumer never sees worker's entries by reading.
-    let other = second.read("other", 10, Duration::ZERO).await.expect("read");
+    let other = second
+        .read("other", 10, Duration::ZERO)
+        .await
+        .expect("read");
     assert_eq!(other.iter().map(|e| e.id).collect::<Vec<_>>(), vec![d]);
 
-    let again = second.read("worker", 1, Duration::ZERO).await.expect("read");
+    let again = second
+        .read("worker", 1, Duration::ZERO)
+        .await
+        .expect("read");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, a);
     assert_eq!(again[0].batch, got[0].batch);
     assert!(again[0].deliveries >= 1);
-    let again2 = second.read("worker", 10, Duration::ZERO).await.expect("read");
+    let again2 = second
+        .read("worker", 10, Duration::ZERO)
+        .await
+        .expect("read");
     assert_eq!(again2.iter().map(|e| e.id).collect::<Vec<_>>(), vec![c]);
     assert_eq!(again2[0].batch, got[2].batch);
     // Then only new entries, and there are none.
@@ -287,7 +322,10 @@ pub async fn concurrent_producers_consumers(b: &dyn Buffer) {
     for mine in per_consumer.into_inner().expect("lock") {
         for p in 0..PRODUCERS {
             let seqs: Vec<u64> = mine.iter().filter(|k| k.0 == p).map(|k| k.1).collect();
-            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "order of producer {p}");
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "order of producer {p}"
+            );
         }
     }
     assert_empty(b).await;
@@ -317,7 +355,11 @@ pub async fn full_rejects(b: &dyn Buffer) {
     let err = b.append(refused.clone()).await.unwrap_err();
     assert!(matches!(err, Error::Full { .. }), "{err}");
     assert_eq!(err.into_batch(), Some(refused.clone()), "batch handed back");
-    assert_eq!(b.stats().await.expect("stats").bytes, s.bytes, "nothing added");
+    assert_eq!(
+        b.stats().await.expect("stats").bytes,
+        s.bytes,
+        "nothing added"
+    );
 
     let one = read_n(b, "c", 1).await;
     b.ack_entries(&one).await.expect("ack");
@@ -357,7 +399,10 @@ pub async fn full_blocks(b: &dyn Buffer) {
 
     let rest = read_n(b, "c", fit as usize).await;
     assert_eq!(rest.len(), fit as usize);
-    assert!(rest.iter().any(|e| parse_event(&e.batch.events()[0]).0 == 1));
+    assert!(
+        rest.iter()
+            .any(|e| parse_event(&e.batch.events()[0]).0 == 1)
+    );
     b.ack_entries(&rest).await.expect("ack");
     assert_empty(b).await;
 }
@@ -424,7 +469,10 @@ pub async fn read_blocks_until_append(b: &dyn Buffer) {
     let (got, id) = tokio::join!(read, append);
     let got = got.expect("read");
     assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
-    assert!(start.elapsed() < Duration::from_secs(4), "read woke on append");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "read woke on append"
+    );
     b.ack_entries(&got).await.expect("ack");
     assert_empty(b).await;
 }

@@ -565,14 +565,27 @@ mod tests {
         assert_eq!(id, EntryId::new(12, 3));
         assert!(EntryId::new(12, 3) < EntryId::new(12, 4));
         assert!(EntryId::new(12, 9) < EntryId::new(13, 0));
-        for bad in ["", "12", "-3", "12-", "a-1", "1-b", "+1-2", "1--2", "99999999999999999999-0"] {
+        for bad in [
+            "",
+            "12",
+            "-3",
+            "12-",
+            "a-1",
+            "1-b",
+            "+1-2",
+            "1--2",
+            "99999999999999999999-0",
+        ] {
             assert!(bad.parse::<EntryId>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn batch_counts_bytes_and_hides_payload() {
-        let b = Batch::new(vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")], 7);
+        let b = Batch::new(
+            vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")],
+            7,
+        );
         assert_eq!(b.bytes(), 5);
         assert_eq!(b.len(), 2);
         assert!(!format!("{b:?}").contains("abc"));

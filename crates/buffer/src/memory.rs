@@ -20,9 +20,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::{
-    Batch, Buffer, Capacity, Entry, EntryId, Error, Result, Stats, WhenFull, unix_ms,
-};
+use crate::{Batch, Buffer, Capacity, Entry, EntryId, Error, Result, Stats, WhenFull, unix_ms};
 
 /// A builder for [`InMemory`]. All settings have defaults, so [`build`](Self::build) cannot
 /// fail.
@@ -185,14 +183,20 @@ impl InMemory {
     }
 
     fn recovery(&self, consumer: &str) -> Recovery {
-        let map = self.consumers.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         map.get(consumer)
             .copied()
             .unwrap_or(Recovery::After(EntryId::MIN))
     }
 
     fn set_recovery(&self, consumer: &str, r: Recovery) {
-        let mut map = self.consumers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         map.insert(consumer.to_owned(), r);
     }
 
@@ -288,8 +292,8 @@ impl Buffer for InMemory {
             notified.as_mut().enable();
             {
                 let mut state = self.state();
-                let fits = state.bytes == 0
-                    || state.bytes.saturating_add(size) <= self.shared.capacity;
+                let fits =
+                    state.bytes == 0 || state.bytes.saturating_add(size) <= self.shared.capacity;
                 if fits {
                     let id = state.next_id();
                     state.bytes += size;
@@ -524,11 +528,26 @@ mod tests {
 
         #[derive(Debug, Clone)]
         enum Action {
-            Append { events: usize, size: usize, t: u64 },
-            Read { consumer: usize, count: usize },
-            Ack { pick: usize },
-            Claim { consumer: usize, min_idle: u64, count: usize },
-            Tick { secs: u64 },
+            Append {
+                events: usize,
+                size: usize,
+                t: u64,
+            },
+            Read {
+                consumer: usize,
+                count: usize,
+            },
+            Ack {
+                pick: usize,
+            },
+            Claim {
+                consumer: usize,
+                min_idle: u64,
+                count: usize,
+            },
+            Tick {
+                secs: u64,
+            },
             Restart,
         }
 
@@ -548,7 +567,11 @@ mod tests {
         #[derive(Debug, Clone, PartialEq)]
         enum Slot {
             Waiting,
-            Pending { consumer: usize, since: u64, deliveries: u64 },
+            Pending {
+                consumer: usize,
+                since: u64,
+                deliveries: u64,
+            },
         }
 
         #[derive(Debug, Clone)]
@@ -584,14 +607,23 @@ mod tests {
                             Slot::Waiting => 1,
                             Slot::Pending { deliveries, .. } => deliveries + 1,
                         };
-                        e.slot = Slot::Pending { consumer, since: now, deliveries };
+                        e.slot = Slot::Pending {
+                            consumer,
+                            since: now,
+                            deliveries,
+                        };
                         (*id, deliveries)
                     })
                     .collect()
             }
 
             fn read(&mut self, consumer: usize, count: usize) -> Vec<(EntryId, u64)> {
-                if let Some(after) = self.recovery.get(&consumer).copied().unwrap_or(Some(EntryId::MIN)) {
+                if let Some(after) = self
+                    .recovery
+                    .get(&consumer)
+                    .copied()
+                    .unwrap_or(Some(EntryId::MIN))
+                {
                     let ids: Vec<EntryId> = self
                         .entries
                         .values()
@@ -616,7 +648,12 @@ mod tests {
                 self.deliver(&ids, consumer)
             }
 
-            fn claim(&mut self, consumer: usize, min_idle: u64, count: usize) -> Vec<(EntryId, u64)> {
+            fn claim(
+                &mut self,
+                consumer: usize,
+                min_idle: u64,
+                count: usize,
+            ) -> Vec<(EntryId, u64)> {
                 let now = self.now;
                 let ids: Vec<EntryId> = self
                     .entries
@@ -639,7 +676,11 @@ mod tests {
                         vp += e.batch.len() as u64;
                     }
                 }
-                let oldest = self.entries.values().map(|e| e.batch.oldest_time_us()).min();
+                let oldest = self
+                    .entries
+                    .values()
+                    .map(|e| e.batch.oldest_time_us())
+                    .min();
                 (ew, vw, ep, vp, self.bytes(), oldest)
             }
         }
@@ -657,7 +698,10 @@ mod tests {
                 .with_capacity(Capacity::bytes(capacity))
                 .with_when_full(WhenFull::Reject)
                 .build();
-            let mut model = Model { capacity, ..Model::default() };
+            let mut model = Model {
+                capacity,
+                ..Model::default()
+            };
             let mut serial = 0u64;
             for action in actions {
                 match action {
@@ -680,7 +724,14 @@ mod tests {
                                 assert!(fits, "appended beyond capacity");
                                 assert!(model.ids.last().is_none_or(|last| *last < id));
                                 model.ids.push(id);
-                                model.entries.insert(id, ModelEntry { id, batch, slot: Slot::Waiting });
+                                model.entries.insert(
+                                    id,
+                                    ModelEntry {
+                                        id,
+                                        batch,
+                                        slot: Slot::Waiting,
+                                    },
+                                );
                             }
                             Err(err) => {
                                 assert!(!fits, "refused a batch that fits: {err}");
@@ -710,7 +761,11 @@ mod tests {
                         }
                         assert_eq!(buffer.ack(&[id]).await.unwrap(), u64::from(pending));
                     }
-                    Action::Claim { consumer, min_idle, count } => {
+                    Action::Claim {
+                        consumer,
+                        min_idle,
+                        count,
+                    } => {
                         let got = buffer
                             .claim(&consumer.to_string(), Duration::from_secs(min_idle), count)
                             .await

@@ -1,0 +1,94 @@
+//! Lua scripts run by the Redis backend. Each runs atomically on the server, so the counters
+//! behind [`Stats`](crate::Stats) and the capacity check never drift from the stream, whatever
+//! the number of producers and consumers and wherever a process dies.
+//!
+//! Keys: `KEYS[1]` the stream, `KEYS[2]` the counters hash (`<stream>:stats`: unacknowledged
+//! `entries`, `events` and `bytes`), `KEYS[3]` the metadata hash (`<stream>:meta`: entry id to
+//! `"<events> <bytes> <oldest time_us>"`, for every unacknowledged entry).
+
+/// Append a batch when it fits. `ARGV`: capacity, event count, bytes, oldest time, framed
+/// data. Returns `{1, id}`, or `{0, used bytes}` when full (a batch is always admitted into an
+/// empty buffer, so an oversized one cannot wait forever).
+pub(super) const APPEND: &str = r#"
+local used = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0')
+local size = tonumber(ARGV[3])
+if used > 0 and used + size > tonumber(ARGV[1]) then
+  return {0, used}
+end
+local id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[2], 't', ARGV[4], 'd', ARGV[5])
+redis.call('HINCRBY', KEYS[2], 'entries', 1)
+redis.call('HINCRBY', KEYS[2], 'events', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'bytes', ARGV[3])
+redis.call('HSET', KEYS[3], id, ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return {1, id}
+"#;
+
+/// Acknowledge ids for group `ARGV[1]` (`ARGV[2..]`), update the counters, then trim what no
+/// group needs any more: `XTRIM MINID` to the smallest, across groups, of the oldest pending id
+/// (or the last delivered id when nothing is pending). Returns how many were acknowledged.
+pub(super) const ACK: &str = r#"
+local function less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+local acked = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
+    acked = acked + 1
+    local m = redis.call('HGET', KEYS[3], id)
+    if m then
+      local n, b = string.match(m, '^(%d+) (%d+)')
+      redis.call('HINCRBY', KEYS[2], 'entries', -1)
+      redis.call('HINCRBY', KEYS[2], 'events', -tonumber(n))
+      redis.call('HINCRBY', KEYS[2], 'bytes', -tonumber(b))
+      redis.call('HDEL', KEYS[3], id)
+    end
+  end
+end
+if acked > 0 then
+  local min = nil
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local f = {}
+    for j = 1, #g, 2 do f[g[j]] = g[j + 1] end
+    local need = f['last-delivered-id']
+    if tonumber(f['pending']) > 0 then
+      local summary = redis.call('XPENDING', KEYS[1], f['name'])
+      if summary[2] then need = summary[2] end
+    end
+    if min == nil or less(need, min) then min = need end
+  end
+  if min ~= nil and min ~= '0-0' then
+    redis.call('XTRIM', KEYS[1], 'MINID', min)
+  end
+end
+return acked
+"#;
+
+/// Stats for group `ARGV[1]`: `{entries, events, bytes, pending entries, pending events,
+/// oldest time_us or false}` (the time as a string: Lua would print a large number in
+/// exponent form).
+pub(super) const STATS: &str = r#"
+local c = redis.call('HMGET', KEYS[2], 'entries', 'events', 'bytes')
+local pending_entries, pending_events = 0, 0
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+if tonumber(summary[1]) > 0 then
+  for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', summary[1])) do
+    local m = redis.call('HGET', KEYS[3], p[1])
+    if m then
+      pending_entries = pending_entries + 1
+      pending_events = pending_events + tonumber(string.match(m, '^(%d+)'))
+    end
+  end
+end
+local oldest, oldest_n = false, nil
+for _, m in ipairs(redis.call('HVALS', KEYS[3])) do
+  local t = string.match(m, ' (%d+)$')
+  local tn = tonumber(t)
+  if oldest_n == nil or tn < oldest_n then oldest, oldest_n = t, tn end
+end
+return {tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0'),
+        pending_entries, pending_events, oldest}
+"#;
