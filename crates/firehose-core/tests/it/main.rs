@@ -1,0 +1,9 @@
+//! Integration tests of firehose-core, in one binary: the project's fixtures
+//! (`tests/fixtures/*.cases`), edge cases checked field by field after the Arrow conversion,
+//! the real Jetstream capture in `../shared` when it is there, and property tests.
+
+mod capture;
+mod common;
+mod edge;
+mod fixtures;
+mod props;
