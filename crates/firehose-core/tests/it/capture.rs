@@ -142,6 +142,26 @@ fn jetstream_capture() {
     assert_eq!(str_at(&b, "embed_kind", 0), None);
     assert_eq!(i32_at(&b, "embed_image_count", 0), None);
 
+    // Line 12: a link card with a link facet; 56: hashtags; 154: one image.
+    let b = at(12);
+    assert_eq!(str_at(&b, "embed_kind", 0).as_deref(), Some("external"));
+    assert_eq!(
+        str_at(&b, "embed_external_uri", 0).as_deref(),
+        Some("https://www.youtube.com/watch?v=V5lDo-jw8mA")
+    );
+    assert_eq!(
+        list_at(&b, "links", 0),
+        strings(&["https://www.youtube.com/watch?v=V5lDo-jw8mA"])
+    );
+    let b = at(56);
+    assert_eq!(
+        list_at(&b, "facet_tags", 0),
+        strings(&["HowToTellAiToShutUp", "IndieRebellion"])
+    );
+    let b = at(154);
+    assert_eq!(str_at(&b, "embed_kind", 0).as_deref(), Some("images"));
+    assert_eq!(i32_at(&b, "embed_image_count", 0), Some(1));
+
     // Line 4: a follow.
     let b = at(4);
     assert_eq!(
