@@ -1,9 +1,82 @@
-//! Parquet sink for the firehose archive.
+//! The Parquet sink: events become Hive-partitioned Parquet files,
+//! `<root>/<table>/year=YYYY/month=MM/day=DD/hour=HH/<name>.parquet`.
 //!
-//! This crate will hold the writer that turns batches of events into Arrow record batches and
-//! Hive-partitioned Parquet files (`<root>/<table>/year=YYYY/month=MM/day=DD/hour=HH/<name>.parquet`)
-//! on a local directory or S3-compatible storage, with names derived from the buffer ids of the
-//! batch so a retried write replaces the same object instead of adding one. Compaction and
-//! retention, the jobs object-store lifecycle rules would otherwise do, live here too.
+//! # Layout
 //!
-//! It has no content yet: see issue "Parquet sink".
+//! - [`Storage`] is the one small trait the writer needs from a storage target: put a finished
+//!   file durably, get, list, delete. [`LocalStorage`] writes to a directory (temporary file,
+//!   fsync, rename, directory fsync).
+//! - [`encode`] turns one Arrow record batch into the bytes of a Parquet file, with the
+//!   settings in [`ParquetOptions`] (zstd by default, statistics and page index written).
+//! - [`Writer`] takes a batch of events with the buffer ids it came from, splits it by
+//!   partition (table and UTC hour of `time_us`) and stores one file per partition, named
+//!   after the batch.
+//!
+//! # Exactly once
+//!
+//! A key design decision made in this crate is that **a file's name is derived from the batch
+//! it holds** (the first and last buffer ids), never from the clock or a counter. Writing the
+//! same batch again after a crash therefore replaces the same objects instead of adding new
+//! ones, and the caller acknowledges the buffer only after [`Writer::write`] returned: a crash
+//! at any point leaves either no file or the complete file, and the re-run converges on the
+//! same dataset.
+//!
+//! Still to come (see the sink issue): the S3 backend, rolling files by size and age with an
+//! hour's grace period, compaction and retention.
+
+mod encode;
+mod local;
+mod storage;
+mod writer;
+
+pub use encode::{Compression, ParquetOptions, encode};
+pub use local::LocalStorage;
+pub use storage::{ObjectInfo, Storage};
+pub use writer::{BatchName, Committed, Writer};
+
+/// Errors of the sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A storage operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done: `put`, `get`, `list`, `delete`.
+        op: &'static str,
+        /// The object's path relative to the dataset root.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The object does not exist.
+    #[error("{path} not found")]
+    NotFound {
+        /// The object's path relative to the dataset root.
+        path: String,
+    },
+    /// A path that would leave the dataset root or is otherwise unusable.
+    #[error("invalid object path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Encoding Parquet failed.
+    #[error("encoding {partition}: {source}")]
+    Parquet {
+        /// The partition being written.
+        partition: String,
+        /// The Parquet error.
+        source: parquet::errors::ParquetError,
+    },
+    /// Building the Arrow batch failed.
+    #[error(transparent)]
+    Arrow(#[from] firehose_core::ArrowBuildError),
+    /// A blocking task died.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
