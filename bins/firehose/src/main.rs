@@ -3,6 +3,7 @@
 //! usage, configuration or I/O).
 
 mod generate;
+mod import;
 mod inspect;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Inspect(inspect::Args),
+    Import(import::Args),
     Generate(generate::Args),
 }
 
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Import(args) => import::run(args),
         Command::Generate(args) => generate::run(args),
     };
     match outcome {
