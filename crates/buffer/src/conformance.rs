@@ -8,6 +8,9 @@
 //! The capacity functions expect a buffer built with a capacity of [`SMALL_CAPACITY`] bytes
 //! and the policy named in the function.
 
+// A test suite: failing loudly on the first broken expectation is its job.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -99,6 +99,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;

@@ -30,6 +30,13 @@
 //! already, which duplicates its events (at-least-once, like Jetstream itself; the archive
 //! removes duplicates at compaction).
 //!
+//! # Stats
+//!
+//! [`Buffer::stats`] runs one script that reads the counters, the group's pending entries
+//! list and the metadata hash (for the oldest event time), so its cost grows with the number
+//! of unacknowledged *entries* (not events): call it every few seconds, not per batch. It
+//! also reads `INFO memory` for [`Stats::server_memory`].
+//!
 //! # Permissions
 //!
 //! With an ACL user, the buffer needs `~<stream>*` and the commands `+@stream +@hash
@@ -562,13 +569,12 @@ impl RedisBuffer {
         let mut counts = HashMap::new();
         for row in items(reply).unwrap_or_default() {
             let row = items(row).unwrap_or_default();
-            if let (Some(id), Some(n)) = (row.first(), row.get(3)) {
-                if let (Some(id), Some(n)) = (
-                    as_str(id).and_then(|s| s.parse::<EntryId>().ok()),
-                    as_u64(n),
-                ) {
-                    counts.insert(id, n);
-                }
+            let id = row
+                .first()
+                .and_then(as_str)
+                .and_then(|s| s.parse::<EntryId>().ok());
+            if let (Some(id), Some(n)) = (id, row.get(3).and_then(as_u64)) {
+                counts.insert(id, n);
             }
         }
         for e in entries {

@@ -71,3 +71,69 @@ async fn redelivery_after_restart() {
     conformance::redelivery_after_restart(&first, &second).await;
     cleanup(&first, &url).await;
 }
+
+/// Acknowledged entries are trimmed from the stream; pending, undelivered entries, and
+/// entries another group still needs, are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_only_acknowledged() {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use firehose_buffer::{Batch, Buffer, BufferExt};
+
+    let Some((url, b)) = open("trims_only_acknowledged").await else {
+        return;
+    };
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = b.stream().to_owned();
+    let xlen = |mut conn: redis::aio::MultiplexedConnection| {
+        let stream = stream.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg(&stream)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..20u64 {
+        b.append(Batch::new(vec![Bytes::from(i.to_string())], i))
+            .await
+            .unwrap();
+    }
+    let first = b.read("c", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 10);
+    b.ack_entries(&first[5..]).await.unwrap();
+    assert_eq!(xlen(conn.clone()).await, 20, "pending entries are kept");
+    b.ack_entries(&first[..5]).await.unwrap();
+    // Only the last delivered entry (acknowledged) and the 10 undelivered ones remain.
+    assert_eq!(xlen(conn.clone()).await, 11);
+    let rest = b.read("c", 10, Duration::ZERO).await.unwrap();
+    b.ack_entries(&rest).await.unwrap();
+    assert_eq!(xlen(conn.clone()).await, 1);
+
+    // A second group that has read nothing keeps everything from being trimmed.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(b.stream())
+        .arg("other")
+        .arg("$")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..5u64 {
+        b.append(Batch::new(vec![Bytes::from(i.to_string())], i))
+            .await
+            .unwrap();
+    }
+    let got = b.read("c", 10, Duration::ZERO).await.unwrap();
+    b.ack_entries(&got).await.unwrap();
+    assert_eq!(
+        xlen(conn.clone()).await,
+        6,
+        "entries the other group needs are kept"
+    );
+    assert_eq!(b.stats().await.unwrap().events_unacked(), 0);
+    cleanup(&b, &url).await;
+}

@@ -9,6 +9,9 @@
 //! Without `REDIS_URL` (or without `redis-server` on `PATH`), a test prints that it was not
 //! run and returns, unless `FIREHOSE_REQUIRE_SERVERS=1`, in which case it fails.
 
+// Test helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod conformance;
 mod server;
 mod servers;
