@@ -194,6 +194,13 @@ impl<'a> Event<'a> {
         let text = std::str::from_utf8(input).map_err(|e| DecodeError::Utf8 {
             offset: e.valid_up_to(),
         })?;
+        // serde's derived structs also accept a JSON array of the fields in order; an event
+        // is an object, so refuse that shape before parsing.
+        if text.trim_start().starts_with('[') {
+            return Err(DecodeError::Envelope {
+                reason: "an event must be a JSON object, not an array".into(),
+            });
+        }
         let wire: WireEvent<'a> = serde_json::from_str(text).map_err(DecodeError::from_json)?;
         if wire.time_us < 0 {
             return Err(DecodeError::Envelope {
