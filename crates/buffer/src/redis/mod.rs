@@ -897,25 +897,26 @@ impl Buffer for RedisBuffer {
     }
 
     async fn ack(&self, ids: &[EntryId]) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
+        let mut acked = 0;
+        for chunk in ids.chunks(scripts::ACK_CHUNK) {
+            let mut invocation = self.ack_script.prepare_invoke();
+            invocation
+                .key(&self.stream)
+                .key(&self.stats_key)
+                .key(&self.meta_key)
+                .arg(&self.group);
+            for id in chunk {
+                invocation.arg(id.to_string());
+            }
+            let invocation = &invocation;
+            let n: u64 = self
+                .retry("ack", || {
+                    let mut conn = self.conn.clone();
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
+                .await?;
+            acked += n;
         }
-        let mut invocation = self.ack_script.prepare_invoke();
-        invocation
-            .key(&self.stream)
-            .key(&self.stats_key)
-            .key(&self.meta_key)
-            .arg(&self.group);
-        for id in ids {
-            invocation.arg(id.to_string());
-        }
-        let invocation = &invocation;
-        let acked: u64 = self
-            .retry("ack", || {
-                let mut conn = self.conn.clone();
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
         if acked > 0 {
             self.space.notify_waiters();
         }

@@ -23,9 +23,13 @@ redis.call('HSET', KEYS[3], id, ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 return {1, id}
 "#;
 
+/// The most ids one [`ACK`] call takes.
+pub(super) const ACK_CHUNK: usize = 1000;
+
 /// Acknowledge ids for group `ARGV[1]` (`ARGV[2..]`), update the counters, then trim what no
 /// group needs any more: `XTRIM MINID` to the smallest, across groups, of the oldest pending id
 /// (or the last delivered id when nothing is pending). Returns how many were acknowledged.
+/// The caller sends at most [`ACK_CHUNK`] ids per call (Lua's `unpack` has a stack limit).
 pub(super) const ACK: &str = r#"
 local function less(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -33,20 +37,29 @@ local function less(a, b)
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am < bm or (am == bm and as < bs)
 end
-local acked = 0
-for i = 2, #ARGV do
-  local id = ARGV[i]
+local ids = {}
+for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+local metas = redis.call('HMGET', KEYS[3], unpack(ids))
+local acked, entries, events, bytes = 0, 0, 0, 0
+local done = {}
+for i, id in ipairs(ids) do
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
     acked = acked + 1
-    local m = redis.call('HGET', KEYS[3], id)
+    local m = metas[i]
     if m then
       local n, b = string.match(m, '^(%d+) (%d+)')
-      redis.call('HINCRBY', KEYS[2], 'entries', -1)
-      redis.call('HINCRBY', KEYS[2], 'events', -tonumber(n))
-      redis.call('HINCRBY', KEYS[2], 'bytes', -tonumber(b))
-      redis.call('HDEL', KEYS[3], id)
+      entries = entries + 1
+      events = events + tonumber(n)
+      bytes = bytes + tonumber(b)
+      done[#done + 1] = id
     end
   end
+end
+if entries > 0 then
+  redis.call('HINCRBY', KEYS[2], 'entries', -entries)
+  redis.call('HINCRBY', KEYS[2], 'events', -events)
+  redis.call('HINCRBY', KEYS[2], 'bytes', -bytes)
+  redis.call('HDEL', KEYS[3], unpack(done))
 end
 if acked > 0 then
   local min = nil
