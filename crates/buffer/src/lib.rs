@@ -496,6 +496,9 @@ pub trait Buffer: fmt::Debug + fmt::Display + Send + Sync {
     ///
     /// When the buffer is full, waits or fails with [`Error::Full`] according to its
     /// [`WhenFull`] policy. An empty batch is refused with [`Error::EmptyBatch`].
+    ///
+    /// Dropping the returned future before it completes may or may not have appended the
+    /// batch; retrying then may append it twice (the archive removes duplicate events).
     async fn append(&self, batch: Batch) -> Result<EntryId>;
 
     /// Read up to `count` entries for `consumer`, waiting up to `block` for new ones when there
@@ -574,6 +577,13 @@ pub trait BufferExt: Buffer {
 }
 
 impl<T: Buffer + ?Sized> BufferExt for T {}
+
+/// `duration` from now, saturating at about a century for huge durations (`Duration::MAX`).
+pub(crate) fn deadline_after(duration: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
 
 /// Now as Unix milliseconds (0 if the clock is before 1970).
 pub(crate) fn unix_ms() -> u64 {

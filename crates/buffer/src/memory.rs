@@ -333,7 +333,7 @@ impl Buffer for InMemory {
                 None => self.set_recovery(consumer, Recovery::Done),
             }
         }
-        let deadline = Instant::now() + block;
+        let deadline = crate::deadline_after(block);
         loop {
             let notified = self.shared.data.notified();
             tokio::pin!(notified);
@@ -494,6 +494,16 @@ mod tests {
             assert_eq!(id.to_string().parse::<EntryId>().unwrap(), id);
             last = id;
         }
+    }
+
+    #[tokio::test]
+    async fn huge_durations_do_not_overflow() {
+        let b = InMemory::new();
+        b.append(Batch::new(vec![bytes::Bytes::from_static(b"x")], 1))
+            .await
+            .unwrap();
+        assert_eq!(b.read("a", 10, Duration::MAX).await.unwrap().len(), 1);
+        assert!(b.claim("b", Duration::MAX, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

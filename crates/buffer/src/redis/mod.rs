@@ -21,6 +21,9 @@
 //! entries (`XREADGROUP ... 0`) before new ones (`>`), so entries delivered in a reply that
 //! never arrived are not stranded.
 //!
+//! Each consumer name gets its own blocking connection, kept for the life of the handle: use
+//! stable names (one per writer), not one per read.
+//!
 //! # Failures
 //!
 //! Connections are [`ConnectionManager`]s, which reconnect in the background. Every operation
@@ -315,7 +318,7 @@ impl RedisBuffer {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
-        let deadline = Instant::now() + b.retry_for;
+        let deadline = crate::deadline_after(b.retry_for);
         let conn = retry_until(deadline, &server, "connect", || {
             ConnectionManager::new_with_config(client.clone(), config.clone())
         })
@@ -426,7 +429,7 @@ impl RedisBuffer {
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, RedisError>>,
     {
-        retry_until(Instant::now() + self.retry_for, &self.server, op, f).await
+        retry_until(crate::deadline_after(self.retry_for), &self.server, op, f).await
     }
 
     fn redis_error(&self, op: &'static str, source: RedisError) -> crate::Error {
@@ -636,7 +639,7 @@ impl RedisBuffer {
             .arg(consumer)
             .arg("COUNT")
             .arg(count);
-        let block_ms = block.min(self.max_block).as_millis() as u64;
+        let block_ms = millis(block.min(self.max_block));
         if block_ms > 0 {
             cmd.arg("BLOCK").arg(block_ms);
         }
@@ -685,7 +688,7 @@ impl RedisBuffer {
                 .arg(&self.stream)
                 .arg(&self.group)
                 .arg(consumer)
-                .arg(min_idle.as_millis() as u64)
+                .arg(millis(min_idle))
                 .arg(&start)
                 .arg("COUNT")
                 .arg(count - out.len())
@@ -736,7 +739,7 @@ where
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if transient(&e) && Instant::now() + delay < deadline => {
+            Err(e) if transient(&e) && crate::deadline_after(delay) < deadline => {
                 warn!(%server, op, error = %e, retry_in_ms = delay.as_millis() as u64, "Redis unavailable, retrying.");
                 sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
@@ -751,6 +754,13 @@ where
             }
         }
     }
+}
+
+/// Milliseconds for a Redis argument (which takes at most `i64::MAX`).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(i64::MAX as u64)
 }
 
 fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
@@ -801,12 +811,12 @@ impl Buffer for RedisBuffer {
         let mut waiting_since = None;
         loop {
             let reply: std::result::Result<Value, RedisError> = {
-                let deadline = Instant::now() + self.retry_for;
+                let deadline = crate::deadline_after(self.retry_for);
                 let mut delay = Duration::from_millis(20);
                 loop {
                     let mut conn = self.conn.clone();
                     match invocation.invoke_async::<Value>(&mut conn).await {
-                        Err(e) if transient(&e) && Instant::now() + delay < deadline => {
+                        Err(e) if transient(&e) && crate::deadline_after(delay) < deadline => {
                             warn!(server = %self.server, op = "append", error = %e, "Redis unavailable, retrying.");
                             sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(2));
@@ -862,7 +872,7 @@ impl Buffer for RedisBuffer {
             consumer,
             armed: true,
         };
-        let deadline = Instant::now() + self.retry_for;
+        let deadline = crate::deadline_after(self.retry_for);
         let mut delay = Duration::from_millis(20);
         loop {
             match self.try_read(consumer, count, block).await {
@@ -883,7 +893,7 @@ impl Buffer for RedisBuffer {
                         self.create_group().await?;
                         continue;
                     }
-                    if transient(&e) && Instant::now() + delay < deadline {
+                    if transient(&e) && crate::deadline_after(delay) < deadline {
                         warn!(server = %self.server, op = "read", error = %e, "Redis unavailable, retrying.");
                         sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(2));
@@ -927,7 +937,7 @@ impl Buffer for RedisBuffer {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let deadline = Instant::now() + self.retry_for;
+        let deadline = crate::deadline_after(self.retry_for);
         let mut delay = Duration::from_millis(20);
         loop {
             match self.try_claim(consumer, min_idle, count).await {
@@ -938,7 +948,9 @@ impl Buffer for RedisBuffer {
                     return Ok(entries);
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Redis(e)) if transient(&e) && Instant::now() + delay < deadline => {
+                Err(Attempt::Redis(e))
+                    if transient(&e) && crate::deadline_after(delay) < deadline =>
+                {
                     warn!(server = %self.server, op = "claim", error = %e, "Redis unavailable, retrying.");
                     sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
