@@ -207,9 +207,9 @@ pub async fn claim_from_dead_consumer(b: &dyn Buffer) {
         .await
         .expect("claim");
     assert!(early.is_empty(), "claimed entries that were not idle");
-    sleep(Duration::from_millis(300)).await;
+    sleep(Duration::from_millis(1_200)).await;
     let claimed = b
-        .claim("alive", Duration::from_millis(200), 10)
+        .claim("alive", Duration::from_secs(1), 10)
         .await
         .expect("claim");
     assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, c]);
@@ -217,9 +217,9 @@ pub async fn claim_from_dead_consumer(b: &dyn Buffer) {
         assert_eq!(got.batch, orig.batch);
         assert!(got.deliveries >= 2, "claim counts as a delivery");
     }
-    // Claimed entries are fresh again: a second claim right away gets nothing.
+    // Claimed entries are fresh again: the same claim right away gets nothing.
     assert!(
-        b.claim("third", Duration::from_millis(200), 10)
+        b.claim("third", Duration::from_secs(1), 10)
             .await
             .expect("claim")
             .is_empty()
