@@ -6,6 +6,9 @@
 //!   policy, a restart with `appendfsync always`, a password and an ACL user, TLS). Each
 //!   starts its own `redis-server` on a free loopback port in a temporary directory.
 //!
+//! Needs the `redis` and `conformance` features (`cargo nextest run -p firehose-buffer
+//! --all-features`, as `scripts/test` runs it).
+//!
 //! Without `REDIS_URL` (or without `redis-server` on `PATH`), a test prints that it was not
 //! run and returns, unless `FIREHOSE_REQUIRE_SERVERS=1`, in which case it fails.
 
