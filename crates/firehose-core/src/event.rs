@@ -2,14 +2,17 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::de::opt_str;
+use crate::de::{CowStr, opt_str};
 use crate::error::DecodeError;
 use crate::record::Record;
+use crate::table::Table;
 
 /// One Jetstream event. Strings borrow from the decoded buffer where they can.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,34 +144,144 @@ pub struct Account<'a> {
     pub status: Option<Cow<'a, str>>,
 }
 
+/// The event as it is on the wire. `TYPED` selects how the record is read: see [`WireCommit`].
 #[derive(Deserialize)]
-struct WireEvent<'a> {
+struct WireEvent<'a, const TYPED: bool> {
     #[serde(borrow)]
     did: Cow<'a, str>,
     time_us: i64,
     #[serde(borrow)]
     kind: Cow<'a, str>,
     #[serde(default, borrow)]
-    commit: Option<WireCommit<'a>>,
+    commit: Option<WireCommit<'a, TYPED>>,
     #[serde(default, borrow)]
     identity: Option<Identity<'a>>,
     #[serde(default, borrow)]
     account: Option<Account<'a>>,
 }
 
-#[derive(Deserialize)]
-struct WireCommit<'a> {
-    #[serde(borrow)]
+/// A commit as it is on the wire.
+///
+/// With `TYPED`, a record that follows its `collection` (Jetstream always writes `collection`
+/// first) is parsed into its typed shape in the same pass, and a record that does not fit that
+/// shape fails the whole parse. Without `TYPED`, the record is only located as raw JSON and
+/// parsed afterwards by [`Record::parse`], which keeps records that do not fit as
+/// [`Record::Other`]. [`Event::decode`] tries the single pass first and falls back.
+struct WireCommit<'a, const TYPED: bool> {
     rev: Cow<'a, str>,
     operation: Operation,
-    #[serde(borrow)]
     collection: Cow<'a, str>,
-    #[serde(borrow)]
     rkey: Cow<'a, str>,
-    #[serde(default, borrow)]
-    record: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "opt_str")]
+    record: Option<WireRecord<'a>>,
     cid: Option<Cow<'a, str>>,
+}
+
+enum WireRecord<'a> {
+    Raw(&'a RawValue),
+    Parsed(Record<'a>),
+}
+
+impl<'de: 'a, 'a, const TYPED: bool> Deserialize<'de> for WireCommit<'a, TYPED> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(CommitVisitor::<'a, TYPED>(PhantomData))
+    }
+}
+
+struct CommitVisitor<'a, const TYPED: bool>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a, const TYPED: bool> Visitor<'de> for CommitVisitor<'a, TYPED> {
+    type Value = WireCommit<'a, TYPED>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a commit object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn once<T, E: de::Error>(
+            slot: &mut Option<T>,
+            value: T,
+            field: &'static str,
+        ) -> Result<(), E> {
+            if slot.replace(value).is_some() {
+                return Err(E::duplicate_field(field));
+            }
+            Ok(())
+        }
+        let (mut rev, mut operation, mut collection, mut rkey) = (None, None, None, None);
+        let (mut record, mut cid) = (None, None);
+        while let Some(key) = map.next_key::<CowStr<'de>>()? {
+            match key.0.as_ref() {
+                "rev" => once(&mut rev, map.next_value::<CowStr<'de>>()?.0, "rev")?,
+                "operation" => once(&mut operation, map.next_value::<Operation>()?, "operation")?,
+                "collection" => once(
+                    &mut collection,
+                    map.next_value::<CowStr<'de>>()?.0,
+                    "collection",
+                )?,
+                "rkey" => once(&mut rkey, map.next_value::<CowStr<'de>>()?.0, "rkey")?,
+                "cid" => once(
+                    &mut cid,
+                    map.next_value::<Option<CowStr<'de>>>()?.map(|c| c.0),
+                    "cid",
+                )?,
+                "record" => {
+                    let value = match (&collection, TYPED) {
+                        (Some(c), true) => map.next_value_seed(TypedRecord(c))?,
+                        _ => map
+                            .next_value::<Option<&'de RawValue>>()?
+                            .map(WireRecord::Raw),
+                    };
+                    once(&mut record, value, "record")?
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(WireCommit {
+            rev: rev.ok_or_else(|| de::Error::missing_field("rev"))?,
+            operation: operation.ok_or_else(|| de::Error::missing_field("operation"))?,
+            collection: collection.ok_or_else(|| de::Error::missing_field("collection"))?,
+            rkey: rkey.ok_or_else(|| de::Error::missing_field("rkey"))?,
+            record: record.flatten(),
+            cid: cid.flatten(),
+        })
+    }
+}
+
+/// Reads a record of a known collection straight into its typed shape; other collections'
+/// records as raw JSON.
+struct TypedRecord<'c>(&'c str);
+
+impl<'de> DeserializeSeed<'de> for TypedRecord<'_> {
+    type Value = Option<WireRecord<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TypedRecord<'_> {
+    type Value = Option<WireRecord<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a record")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if Table::for_collection(self.0) == Table::Records {
+            return Ok(Some(WireRecord::Raw(<&RawValue>::deserialize(d)?)));
+        }
+        Ok(Record::deserialize_typed(self.0, d)?.map(WireRecord::Parsed))
+    }
 }
 
 impl<'a> Event<'a> {
@@ -201,7 +314,18 @@ impl<'a> Event<'a> {
                 reason: "an event must be a JSON object, not an array".into(),
             });
         }
-        let wire: WireEvent<'a> = serde_json::from_str(text).map_err(DecodeError::from_json)?;
+        match serde_json::from_str::<WireEvent<'a, true>>(text) {
+            Ok(wire) => Self::from_wire(wire),
+            // Not an event, or a record that does not fit its typed shape: the second pass
+            // tells which, and keeps such a record as JSON.
+            Err(_) => Self::from_wire(
+                serde_json::from_str::<WireEvent<'a, false>>(text)
+                    .map_err(DecodeError::from_json)?,
+            ),
+        }
+    }
+
+    fn from_wire<const TYPED: bool>(wire: WireEvent<'a, TYPED>) -> Result<Event<'a>, DecodeError> {
         if wire.time_us < 0 {
             return Err(DecodeError::Envelope {
                 reason: format!("time_us is negative ({})", wire.time_us),
@@ -209,7 +333,10 @@ impl<'a> Event<'a> {
         }
         let payload = match (&*wire.kind, wire.commit, wire.identity, wire.account) {
             ("commit", Some(c), _, _) => Payload::Commit(Commit {
-                record: c.record.map(|raw| Record::parse(&c.collection, raw.get())),
+                record: c.record.map(|record| match record {
+                    WireRecord::Parsed(record) => record,
+                    WireRecord::Raw(raw) => Record::parse(&c.collection, raw.get()),
+                }),
                 rev: c.rev,
                 operation: c.operation,
                 collection: c.collection,

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::de::{opt_str, opt_vec_str};
 
@@ -55,22 +55,29 @@ impl<'a> Record<'a> {
     /// Decodes the record JSON of `collection`. Never fails: a record that does not fit the
     /// typed shape of its collection is kept as [`Record::Other`].
     pub fn parse(collection: &str, json: &'a str) -> Record<'a> {
-        fn typed<'a, T: Deserialize<'a>>(json: &'a str, wrap: fn(T) -> Record<'a>) -> Record<'a> {
-            match serde_json::from_str::<T>(json) {
-                Ok(record) => wrap(record),
-                Err(_) => Record::Other(Cow::Borrowed(json)),
-            }
+        let mut de = serde_json::Deserializer::from_str(json);
+        match Record::deserialize_typed(collection, &mut de).and_then(|r| de.end().map(|()| r)) {
+            Ok(Some(record)) => record,
+            Ok(None) | Err(_) => Record::Other(Cow::Borrowed(json)),
         }
-        match collection {
-            nsid::POST => typed(json, |p: Post<'a>| Record::Post(Box::new(p))),
-            nsid::LIKE => typed(json, Record::Like),
-            nsid::REPOST => typed(json, Record::Repost),
-            nsid::FOLLOW => typed(json, Record::Follow),
-            nsid::BLOCK => typed(json, Record::Block),
-            nsid::LISTITEM => typed(json, Record::ListItem),
-            nsid::PROFILE => typed(json, |p: Profile<'a>| Record::Profile(Box::new(p))),
-            _ => Record::Other(Cow::Borrowed(json)),
-        }
+    }
+
+    /// Deserialises the typed record of a known `collection` (`None` for any other
+    /// collection). Fails when the record does not fit the collection's typed shape.
+    pub(crate) fn deserialize_typed<D: Deserializer<'a>>(
+        collection: &str,
+        de: D,
+    ) -> Result<Option<Record<'a>>, D::Error> {
+        Ok(Some(match collection {
+            nsid::POST => Record::Post(Box::new(Post::deserialize(de)?)),
+            nsid::LIKE => Record::Like(Engagement::deserialize(de)?),
+            nsid::REPOST => Record::Repost(Engagement::deserialize(de)?),
+            nsid::FOLLOW => Record::Follow(GraphEdge::deserialize(de)?),
+            nsid::BLOCK => Record::Block(GraphEdge::deserialize(de)?),
+            nsid::LISTITEM => Record::ListItem(ListItem::deserialize(de)?),
+            nsid::PROFILE => Record::Profile(Box::new(Profile::deserialize(de)?)),
+            _ => return Ok(None),
+        }))
     }
 }
 

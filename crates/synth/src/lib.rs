@@ -190,7 +190,11 @@ impl Generator {
             nsid::POST => self.rng.random_bool(0.002),
             _ => false,
         };
-        let operation = if updated { Operation::Update } else { Operation::Create };
+        let operation = if updated {
+            Operation::Update
+        } else {
+            Operation::Create
+        };
         let record = match collection {
             nsid::LIKE => Record::Like(self.engagement(time_us, collection)),
             nsid::REPOST => Record::Repost(self.engagement(time_us, collection)),
