@@ -5,6 +5,10 @@
 
 use std::hint::black_box;
 
+/// The allocator the `firehose` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firehose_core::{BatchBuilder, Event};
 

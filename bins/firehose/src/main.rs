@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed memory for reuse: the writer allocates and frees large Arrow buffers
+/// for every batch, which the system allocator returns to the kernel and faults in again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Archive the Bluesky firehose (Jetstream) as Hive-partitioned Parquet, and work with the
 /// archive.
 #[derive(Debug, Parser)]
