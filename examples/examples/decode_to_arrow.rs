@@ -22,10 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut unknown_collections = 0;
     for line in &lines {
         let event = Event::decode(line.as_bytes())?;
-        if let Some(commit) = event.commit() {
-            if matches!(commit.record, Some(Record::Other(_))) {
-                unknown_collections += 1;
-            }
+        if event
+            .commit()
+            .is_some_and(|c| matches!(c.record, Some(Record::Other(_))))
+        {
+            unknown_collections += 1;
         }
         builder.push(&event);
     }
