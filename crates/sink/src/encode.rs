@@ -6,9 +6,10 @@ use std::str::FromStr;
 use arrow_array::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{GzipLevel, ZstdLevel};
+use parquet::basic::{Encoding, GzipLevel, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 /// Parquet compression codec.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,12 +100,29 @@ impl ParquetOptions {
             Compression::Lz4 => parquet::basic::Compression::LZ4_RAW,
             Compression::None => parquet::basic::Compression::UNCOMPRESSED,
         };
-        Ok(WriterProperties::builder()
+        let mut builder = WriterProperties::builder()
             .set_compression(codec)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(self.max_row_group_rows.max(1)))
-            .set_created_by(format!("firehose {}", env!("CARGO_PKG_VERSION")))
-            .build())
+            .set_created_by(format!("firehose {}", env!("CARGO_PKG_VERSION")));
+        // Rows arrive in (nearly) time order, so these columns change little from one row to
+        // the next: times as small deltas, TIDs and timestamps as strings sharing a long
+        // prefix with the previous value. Delta encodings store exactly that; dictionaries
+        // (the default) cannot, since nearly every value is distinct.
+        for (column, encoding) in [
+            ("time_us", Encoding::DELTA_BINARY_PACKED),
+            ("seq", Encoding::DELTA_BINARY_PACKED),
+            ("rev", Encoding::DELTA_BYTE_ARRAY),
+            ("rkey", Encoding::DELTA_BYTE_ARRAY),
+            ("created_at", Encoding::DELTA_BYTE_ARRAY),
+            ("time", Encoding::DELTA_BYTE_ARRAY),
+        ] {
+            let path = ColumnPath::from(column);
+            builder = builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, encoding);
+        }
+        Ok(builder.build())
     }
 }
 
