@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use firehose_core::Event;
-use firehose_sink::{BatchName, Compression, LocalStorage, ParquetOptions, Writer};
+use firehose_sink::s3::{S3Config, S3Storage};
+use firehose_sink::{BatchName, Compression, LocalStorage, ParquetOptions, Storage, Writer};
 use serde::Serialize;
 
 use crate::Failure;
@@ -27,7 +28,8 @@ use crate::inspect::LineError;
 pub(crate) struct Args {
     /// The capture, one Jetstream event per line; `-` reads standard input.
     file: PathBuf,
-    /// The dataset root: a local directory.
+    /// The dataset root: a local directory, or `s3://bucket/prefix` (endpoint, region and
+    /// credentials from the standard AWS environment variables).
     #[arg(long, short = 'o')]
     out: String,
     /// Lines per write (and per file in each partition).
@@ -57,11 +59,6 @@ struct Summary {
 const SHOWN_ERRORS: usize = 10;
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    if args.out.starts_with("s3://") {
-        return Err(Failure::Usage(
-            "S3 output is not supported by import yet; give a local directory".into(),
-        ));
-    }
     if args.batch_lines == 0 {
         return Err(Failure::Usage("--batch-lines must be at least 1".into()));
     }
@@ -77,7 +74,18 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
-    let storage = Arc::new(LocalStorage::new(&args.out));
+    let storage: Arc<dyn Storage> = if args.out.starts_with("s3://") {
+        // Endpoint, region and credentials come from the standard AWS environment
+        // (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, profiles).
+        let config = S3Config::from_url(&args.out).map_err(|e| Failure::Usage(e.to_string()))?;
+        Arc::new(
+            runtime
+                .block_on(S3Storage::new(config))
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        )
+    } else {
+        Arc::new(LocalStorage::new(&args.out))
+    };
     let writer = Writer::new(
         storage,
         ParquetOptions {

@@ -6,6 +6,10 @@
 //! - [`Storage`] is the one small trait the writer needs from a storage target: put a finished
 //!   file durably, get, list, delete. [`LocalStorage`] writes to a directory (temporary file,
 //!   fsync, rename, directory fsync).
+#![cfg_attr(
+    feature = "s3",
+    doc = "- [`s3::S3Storage`] writes to an S3-compatible bucket (feature `s3`): path-style, a region always, checksums only when required, Content-MD5, multipart above a threshold."
+)]
 //! - [`encode`] turns one Arrow record batch into the bytes of a Parquet file, with the
 //!   settings in [`ParquetOptions`] (zstd by default, statistics and page index written).
 //! - [`Writer`] takes a batch of events with the buffer ids it came from, splits it by
@@ -26,6 +30,8 @@
 
 mod encode;
 mod local;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod storage;
 mod writer;
 
@@ -73,6 +79,19 @@ pub enum Error {
     /// Building the Arrow batch failed.
     #[error(transparent)]
     Arrow(#[from] firehose_core::ArrowBuildError),
+    /// An S3 request failed after its retries.
+    #[error("S3 {op} {path}: {message}")]
+    S3 {
+        /// What was being done.
+        op: &'static str,
+        /// The object's path relative to the dataset root.
+        path: String,
+        /// The service's or the connection's error, with its chain of causes.
+        message: String,
+    },
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// A blocking task died.
     #[error("storage task failed: {0}")]
     Task(String),

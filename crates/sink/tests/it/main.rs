@@ -1,5 +1,9 @@
-//! The writer against a real local directory: round trip, layout, rewrite of the same batch.
+//! The writer against a real local directory (round trip, layout, rewrite of the same batch)
+//! and against a real S3-compatible server (`s3` module).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+#[cfg(feature = "s3")]
+mod s3;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
