@@ -20,47 +20,40 @@ fn corpus() -> (Vec<String>, u64) {
     (lines, bytes)
 }
 
-fn decode(c: &mut Criterion) {
+/// Benchmarks `work` over the corpus in a group reported both in events/s (`…/events`) and in
+/// bytes of JSON per second (`…/bytes`).
+fn bench_corpus<T>(c: &mut Criterion, group: &str, work: impl Fn(&[String]) -> T) {
     let (lines, bytes) = corpus();
-    let mut group = c.benchmark_group("decode");
+    let mut group = c.benchmark_group(group);
     for (unit, throughput) in [
         ("events", Throughput::Elements(EVENTS as u64)),
         ("bytes", Throughput::Bytes(bytes)),
     ] {
         group.throughput(throughput);
-        group.bench_function(unit, |b| {
-            b.iter(|| {
-                for line in &lines {
-                    black_box(Event::decode(line.as_bytes()).ok());
-                }
-            })
-        });
+        group.bench_function(unit, |b| b.iter(|| black_box(work(&lines))));
     }
     group.finish();
 }
 
+fn decode(c: &mut Criterion) {
+    bench_corpus(c, "decode", |lines| {
+        for line in lines {
+            black_box(Event::decode(line.as_bytes()).ok());
+        }
+    });
+}
+
 fn decode_to_arrow(c: &mut Criterion) {
-    let (lines, bytes) = corpus();
-    let mut group = c.benchmark_group("decode_to_arrow");
-    for (unit, throughput) in [
-        ("events", Throughput::Elements(EVENTS as u64)),
-        ("bytes", Throughput::Bytes(bytes)),
-    ] {
-        group.throughput(throughput);
-        group.bench_function(unit, |b| {
-            b.iter(|| {
-                // As the writer will: decode a batch (borrowing from the lines), then convert.
-                let mut builder = BatchBuilder::new();
-                for line in &lines {
-                    if let Ok(event) = Event::decode(line.as_bytes()) {
-                        builder.push(&event);
-                    }
-                }
-                black_box(builder.finish().ok())
-            })
-        });
-    }
-    group.finish();
+    bench_corpus(c, "decode_to_arrow", |lines| {
+        // As the writer will: decode a batch (borrowing from the lines), then convert.
+        let mut builder = BatchBuilder::new();
+        for line in lines {
+            if let Ok(event) = Event::decode(line.as_bytes()) {
+                builder.push(&event);
+            }
+        }
+        builder.finish().ok()
+    });
 }
 
 criterion_group! {

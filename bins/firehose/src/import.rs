@@ -2,8 +2,7 @@
 //! pipeline.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +12,8 @@ use firehose_sink::s3::{S3Config, S3Storage};
 use firehose_sink::{BatchName, Compression, LocalStorage, ParquetOptions, Storage, Writer};
 use serde::Serialize;
 
-use crate::Failure;
 use crate::inspect::LineError;
+use crate::{Failure, open_lines, print_summary};
 
 /// Decode a JSON-lines capture of Jetstream events and write it to the dataset as
 /// Hive-partitioned Parquet, through the same writer as the pipeline.
@@ -62,14 +61,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     if args.batch_lines == 0 {
         return Err(Failure::Usage("--batch-lines must be at least 1".into()));
     }
-    let name = args.file.display().to_string();
-    let mut input: Box<dyn BufRead> = if name == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        let file = File::open(&args.file)
-            .map_err(|e| Failure::Usage(format!("cannot open {name}: {e}")))?;
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
+    let (name, mut input) = open_lines(&args.file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -158,15 +150,9 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         }
     }
 
-    let mut out = io::stdout().lock();
-    let printed = if args.json {
-        serde_json::to_writer(&mut out, &summary)
-            .map_err(io::Error::from)
-            .and_then(|()| writeln!(out))
-    } else {
-        print_text(&mut out, &summary, &args.out)
-    };
-    printed.map_err(|e| Failure::Usage(format!("cannot write the summary: {e}")))?;
+    print_summary(&summary, args.json, |out| {
+        print_text(out, &summary, &args.out)
+    })?;
     if summary.errors > 0 {
         return Err(Failure::Data(format!(
             "{} of {} lines in {name} failed to decode and were skipped",
@@ -176,7 +162,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_text(out: &mut impl Write, s: &Summary, root: &str) -> io::Result<()> {
+fn print_text(out: &mut dyn Write, s: &Summary, root: &str) -> io::Result<()> {
     writeln!(
         out,
         "{} lines: {} events imported into {root}, {} failed, {} blank; {} files, {} bytes of Parquet from {} bytes of JSON ({:.1}%)",

@@ -1,15 +1,14 @@
 //! `firehose inspect`: decode every line of a JSON-lines file and summarise it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use firehose_core::Event;
 use serde::Serialize;
 
-use crate::Failure;
+use crate::{Failure, open_lines, print_summary};
 
 /// Decode every line of a Jetstream JSON-lines file and print a summary: events per kind,
 /// per table and per collection, and the lines that failed to decode.
@@ -58,25 +57,10 @@ pub(crate) struct LineError {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    let name = args.file.display().to_string();
-    let reader: Box<dyn BufRead> = if name == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        let file = File::open(&args.file)
-            .map_err(|e| Failure::Usage(format!("cannot open {name}: {e}")))?;
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
+    let (name, reader) = open_lines(&args.file)?;
     let summary = summarise(reader, args.show_errors, io::stderr().is_terminal())
         .map_err(|e| Failure::Usage(format!("cannot read {name}: {e}")))?;
-    let mut out = io::stdout().lock();
-    let printed = if args.json {
-        serde_json::to_writer(&mut out, &summary)
-            .map_err(io::Error::from)
-            .and_then(|()| writeln!(out))
-    } else {
-        print_text(&mut out, &summary)
-    };
-    printed.map_err(|e| Failure::Usage(format!("cannot write the summary: {e}")))?;
+    print_summary(&summary, args.json, |out| print_text(out, &summary))?;
     if summary.errors > 0 {
         return Err(Failure::Data(format!(
             "{} of {} lines in {name} failed to decode",
@@ -150,7 +134,7 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn print_text(out: &mut impl Write, s: &Summary) -> io::Result<()> {
+fn print_text(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     writeln!(
         out,
         "{} lines: {} events decoded, {} failed, {} blank",

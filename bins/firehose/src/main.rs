@@ -6,6 +6,9 @@ mod generate;
 mod import;
 mod inspect;
 
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -58,4 +61,33 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Opens `path` for reading lines, or standard input for `-`; returns it with its name for
+/// messages.
+fn open_lines(path: &Path) -> Result<(String, Box<dyn BufRead>), Failure> {
+    let name = path.display().to_string();
+    if name == "-" {
+        return Ok((name, Box::new(io::stdin().lock())));
+    }
+    let file = File::open(path).map_err(|e| Failure::Usage(format!("cannot open {name}: {e}")))?;
+    Ok((name, Box::new(BufReader::with_capacity(1 << 20, file))))
+}
+
+/// Prints a summary on standard output: one JSON object and a newline with `json`, else in the
+/// form `text` writes.
+fn print_summary<S: serde::Serialize>(
+    summary: &S,
+    json: bool,
+    text: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    let printed = if json {
+        serde_json::to_writer(&mut out, summary)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        text(&mut out)
+    };
+    printed.map_err(|e| Failure::Usage(format!("cannot write the summary: {e}")))
 }
