@@ -25,8 +25,12 @@
 //! at any point leaves either no file or the complete file, and the re-run converges on the
 //! same dataset.
 //!
-//! Still to come (see the sink issue): the S3 backend, rolling files by size and age with an
-//! hour's grace period, compaction and retention.
+//! A caveat for the pipeline that will drive this writer: a retry only lands on the same names
+//! if the retried batch holds the same buffer ids, so the caller must record a batch's first
+//! and last id before writing it and, after a crash, rebuild exactly that batch first.
+//!
+//! Still to come (see the sink issue): rolling files by size and age with an hour's grace
+//! period, compaction (which also removes duplicate events by event key) and retention.
 
 mod encode;
 mod local;
