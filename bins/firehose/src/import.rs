@@ -4,16 +4,14 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use firehose_core::Event;
-use firehose_sink::s3::{S3Config, S3Storage};
-use firehose_sink::{BatchName, Compression, LocalStorage, ParquetOptions, Storage, Writer};
+use firehose_sink::{BatchName, Compression, ParquetOptions, Writer};
 use serde::Serialize;
 
 use crate::inspect::LineError;
-use crate::{Failure, open_lines, print_summary};
+use crate::{Failure, open_lines, open_storage, print_summary, runtime};
 
 /// Decode a JSON-lines capture of Jetstream events and write it to the dataset as
 /// Hive-partitioned Parquet, through the same writer as the pipeline.
@@ -62,22 +60,8 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::Usage("--batch-lines must be at least 1".into()));
     }
     let (name, mut input) = open_lines(&args.file)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
-    let storage: Arc<dyn Storage> = if args.out.starts_with("s3://") {
-        // Endpoint, region and credentials come from the standard AWS environment
-        // (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, profiles).
-        let config = S3Config::from_url(&args.out).map_err(|e| Failure::Usage(e.to_string()))?;
-        Arc::new(
-            runtime
-                .block_on(S3Storage::new(config))
-                .map_err(|e| Failure::Usage(e.to_string()))?,
-        )
-    } else {
-        Arc::new(LocalStorage::new(&args.out))
-    };
+    let runtime = runtime()?;
+    let storage = open_storage(&args.out, &runtime)?;
     let writer = Writer::new(
         storage,
         ParquetOptions {

@@ -12,6 +12,8 @@
 )]
 //! - [`encode`] turns one Arrow record batch into the bytes of a Parquet file, with the
 //!   settings in [`ParquetOptions`] (zstd by default, statistics and page index written).
+//! - [`retain`] deletes whole hour partitions past an age ([`partition_of`] reads a path's
+//!   partition back).
 //! - [`Writer`] takes a batch of events with the buffer ids it came from, splits it by
 //!   partition (table and UTC hour of `time_us`) and stores one file per partition, named
 //!   after the batch.
@@ -30,10 +32,11 @@
 //! and last id before writing it and, after a crash, rebuild exactly that batch first.
 //!
 //! Still to come (see the sink issue): rolling files by size and age with an hour's grace
-//! period, compaction (which also removes duplicate events by event key) and retention.
+//! period, and compaction (which also removes duplicate events by event key).
 
 mod encode;
 mod local;
+mod retention;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod storage;
@@ -41,6 +44,7 @@ mod writer;
 
 pub use encode::{Compression, ParquetOptions, encode};
 pub use local::LocalStorage;
+pub use retention::{Retained, partition_of, retain};
 pub use storage::{ObjectInfo, Storage};
 pub use writer::{BatchName, Committed, Writer};
 

@@ -3,6 +3,7 @@
 
 mod import;
 mod inspect;
+mod retain;
 
 use std::process::{Command, Output, Stdio};
 
