@@ -1,42 +1,9 @@
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::firehose;
-
-/// The files a reader sees (hidden temporary files of interrupted writes excluded).
-fn parquet_files(root: &Path) -> BTreeSet<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let hidden = path.file_name().unwrap().to_string_lossy().starts_with('.');
-            if hidden {
-                // Only temporary files of interrupted writes may be hidden; readers skip them.
-                assert!(
-                    path.to_string_lossy().ends_with(".tmp"),
-                    "{}",
-                    path.display()
-                );
-            } else if path.is_dir() {
-                walk(&path, root, out);
-            } else {
-                out.insert(
-                    path.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    if root.exists() {
-        walk(root, root, &mut out);
-    }
-    out
-}
+use crate::{firehose, parquet_files};
 
 #[test]
 fn import_writes_every_table_and_reports_bad_lines() {

@@ -5,6 +5,8 @@ mod import;
 mod inspect;
 mod retain;
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// Runs the binary with `args`, feeding `stdin`.
@@ -21,4 +23,36 @@ pub(crate) fn firehose(args: &[&str], stdin: &[u8]) -> Output {
     input.write_all(stdin).unwrap();
     drop(input);
     child.wait_with_output().unwrap()
+}
+
+/// The files a reader sees (hidden temporary files of interrupted writes excluded).
+pub(crate) fn parquet_files(root: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let hidden = path.file_name().unwrap().to_string_lossy().starts_with('.');
+            if hidden {
+                // Only temporary files of interrupted writes may be hidden; readers skip them.
+                assert!(
+                    path.to_string_lossy().ends_with(".tmp"),
+                    "{}",
+                    path.display()
+                );
+            } else if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                out.insert(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
 }

@@ -1,29 +1,6 @@
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::firehose;
-
-fn files(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                out.push(
-                    path.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use crate::{firehose, parquet_files};
 
 #[test]
 fn retain_deletes_old_hours_and_keeps_recent_ones() {
@@ -71,7 +48,7 @@ fn retain_deletes_old_hours_and_keeps_recent_ones() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let before = files(&data);
+    let before = parquet_files(&data).into_iter().collect::<Vec<_>>();
     let old_day = |f: &String| {
         !f.contains(&format!("day={:02}", day_of(now_us)))
             && !f.contains(&format!("day={:02}", day_of(now_us - 3_600_000_000)))
@@ -102,7 +79,11 @@ fn retain_deletes_old_hours_and_keeps_recent_ones() {
         stdout.contains(&format!("would delete {} files", expected_gone.len())),
         "{stdout}"
     );
-    assert_eq!(files(&data), before, "a dry run deletes nothing");
+    assert_eq!(
+        parquet_files(&data).into_iter().collect::<Vec<_>>(),
+        before,
+        "a dry run deletes nothing"
+    );
 
     let out = firehose(
         &[
@@ -115,7 +96,7 @@ fn retain_deletes_old_hours_and_keeps_recent_ones() {
         b"",
     );
     assert!(out.status.success());
-    let after = files(&data);
+    let after = parquet_files(&data).into_iter().collect::<Vec<_>>();
     assert_eq!(after.len(), before.len() - expected_gone.len());
     assert!(after.iter().all(|f| !old_day(f)));
 
