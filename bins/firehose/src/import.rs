@@ -10,7 +10,7 @@ use firehose_core::Event;
 use firehose_sink::{BatchName, Compression, ParquetOptions, Writer};
 use serde::Serialize;
 
-use crate::inspect::LineError;
+use crate::inspect::{LineError, trim_line_end};
 use crate::{Failure, open_lines, open_storage, print_summary, runtime};
 
 /// Decode a JSON-lines capture of Jetstream events and write it to the dataset as
@@ -196,11 +196,9 @@ impl Chunk {
     /// The lines without their line endings.
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(start, end)| {
-            let line = &self.data[start..end];
-            let line = line.strip_suffix(b"\n").unwrap_or(line);
-            line.strip_suffix(b"\r").unwrap_or(line)
-        })
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| trim_line_end(&self.data[start..end]))
     }
 }
 

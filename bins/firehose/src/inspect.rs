@@ -129,7 +129,8 @@ pub(crate) fn summarise(
     Ok(summary)
 }
 
-fn trim_line_end(line: &[u8]) -> &[u8] {
+/// A line without its `\n` or `\r\n` ending.
+pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }
