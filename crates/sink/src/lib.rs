@@ -17,6 +17,11 @@
 //! - [`Writer`] takes a batch of events with the buffer ids it came from, splits it by
 //!   partition (table and UTC hour of `time_us`) and stores one file per partition, named
 //!   after the batch.
+//! - [`OpenFiles`] is the streaming form the pipeline uses: events accumulate in one open file
+//!   per partition until [`RollPolicy`] closes them all (target size, maximum age, an hour
+//!   passing its grace period, or the memory bound); they are then encoded together
+//!   ([`Closing::encode`]) and stored under one batch name ([`Sealed::store`], which can be
+//!   retried). Messages that failed to decode go to the `dead_letters` table beside them.
 //!
 //! # Exactly once
 //!
@@ -31,12 +36,11 @@
 //! if the retried batch holds the same buffer ids, so the caller must record a batch's first
 //! and last id before writing it and, after a crash, rebuild exactly that batch first.
 //!
-//! Still to come (see the sink issue): rolling files by size and age with an hour's grace
-//! period, and compaction (which also removes duplicate events by event key).
 
 mod encode;
 mod local;
 mod retention;
+mod rolling;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod storage;
@@ -45,6 +49,10 @@ mod writer;
 pub use encode::{Compression, ParquetOptions, encode};
 pub use local::LocalStorage;
 pub use retention::{Retained, partition_of, retain};
+pub use rolling::{
+    Closing, DEAD_LETTER_TABLE, DeadLetter, OpenFiles, RollPolicy, RollReason, Sealed, SealedFile,
+    dead_letter_schema,
+};
 pub use storage::{ObjectInfo, Storage};
 pub use writer::{BatchName, Committed, Writer};
 

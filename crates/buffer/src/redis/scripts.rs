@@ -105,3 +105,15 @@ end
 return {tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0'),
         pending_entries, pending_events, oldest}
 "#;
+
+/// Raises hash field ARGV[1] of KEYS[1] to ARGV[2] when it is lower or missing; returns the
+/// field's value afterwards.
+pub(super) const RAISE: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local value = tonumber(ARGV[2])
+if value > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return value
+end
+return current
+";

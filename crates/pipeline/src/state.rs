@@ -1,0 +1,236 @@
+//! Where the pipeline keeps its state: the cursor checkpoint, and the journal of batches being
+//! written.
+//!
+//! - The **checkpoint** is the `time_us` below which every event is durably in Parquet. It only
+//!   moves forward, and only after the writer stored a batch and acknowledged the buffer. On
+//!   restart the Jetstream source resumes from it (minus a rewind), so events that were only
+//!   in memory when the process died are fetched again.
+//! - The **journal** records the buffer ids of a batch before its files are stored, and that
+//!   they were stored before the ids are acknowledged. After a crash, the entries of a journaled
+//!   batch come back (to the same consumer, or to one that claims them) and are written again
+//!   under the same name, so they replace the same files instead of adding copies.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use firehose_buffer::EntryId;
+use firehose_sink::Storage;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A batch the journal holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournaledBatch {
+    /// The entries, in order; the batch's name derives from the first and last.
+    pub ids: Vec<EntryId>,
+    /// Whether its files were all stored (only acknowledging is left).
+    pub stored: bool,
+}
+
+/// The pipeline's state store.
+#[async_trait]
+pub trait StateStore: fmt::Debug + Send + Sync {
+    /// The checkpoint, if one was ever stored.
+    async fn checkpoint(&self) -> Result<Option<i64>>;
+    /// Moves the checkpoint to `time_us` if that is later; returns the checkpoint afterwards.
+    async fn raise_checkpoint(&self, time_us: i64) -> Result<i64>;
+    /// Records a batch about to be stored.
+    async fn record_batch(&self, ids: &[EntryId]) -> Result<()>;
+    /// Marks a recorded batch stored.
+    async fn mark_stored(&self, first: EntryId) -> Result<()>;
+    /// Forgets a batch once acknowledged.
+    async fn forget_batch(&self, first: EntryId) -> Result<()>;
+    /// Every batch recorded and not forgotten.
+    async fn batches(&self) -> Result<Vec<JournaledBatch>>;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointFile {
+    time_us: i64,
+}
+
+/// State for the all-in-one `run` mode: the checkpoint is a small JSON object stored beside the
+/// dataset (`_firehose/checkpoint.json`, written durably through the dataset's own storage),
+/// and there is no journal, because the in-memory buffer does not outlive the process: after a
+/// crash, the events come back from Jetstream, not from the buffer.
+#[derive(Debug, Clone)]
+pub struct DatasetState {
+    storage: Arc<dyn Storage>,
+}
+
+/// Where [`DatasetState`] keeps the checkpoint, relative to the dataset root.
+pub const CHECKPOINT_PATH: &str = "_firehose/checkpoint.json";
+
+impl DatasetState {
+    /// State kept in `storage`.
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        DatasetState { storage }
+    }
+}
+
+#[async_trait]
+impl StateStore for DatasetState {
+    async fn checkpoint(&self) -> Result<Option<i64>> {
+        match self.storage.get(CHECKPOINT_PATH).await {
+            Ok(data) => {
+                let file: CheckpointFile =
+                    serde_json::from_slice(&data).map_err(|e| Error::State {
+                        op: "read checkpoint",
+                        message: format!("{CHECKPOINT_PATH} is corrupt: {e}"),
+                    })?;
+                Ok(Some(file.time_us))
+            }
+            Err(firehose_sink::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(Error::Sink {
+                op: "read checkpoint",
+                source,
+            }),
+        }
+    }
+
+    async fn raise_checkpoint(&self, time_us: i64) -> Result<i64> {
+        // One process owns a dataset's run-mode state, so read-compare-write is enough.
+        let current = self.checkpoint().await?;
+        if current.is_some_and(|c| c >= time_us) {
+            return Ok(current.unwrap_or(time_us));
+        }
+        let data = serde_json::to_vec(&CheckpointFile { time_us }).map_err(|e| Error::State {
+            op: "write checkpoint",
+            message: e.to_string(),
+        })?;
+        self.storage
+            .put(CHECKPOINT_PATH, Bytes::from(data))
+            .await
+            .map_err(|source| Error::Sink {
+                op: "write checkpoint",
+                source,
+            })?;
+        Ok(time_us)
+    }
+
+    async fn record_batch(&self, _ids: &[EntryId]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn mark_stored(&self, _first: EntryId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn forget_batch(&self, _first: EntryId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn batches(&self) -> Result<Vec<JournaledBatch>> {
+        Ok(Vec::new())
+    }
+}
+
+/// State for the `ingest` / `write` deployment: fields of the hash beside the Redis stream
+/// (`<stream>:state`): `checkpoint`, `batch:<first id>` (the batch's ids) and `stored:<first
+/// id>`. Every writer of the consumer group shares it.
+#[derive(Debug, Clone)]
+pub struct RedisState {
+    buffer: Arc<firehose_buffer::redis::RedisBuffer>,
+}
+
+impl RedisState {
+    /// State kept beside `buffer`'s stream.
+    pub fn new(buffer: Arc<firehose_buffer::redis::RedisBuffer>) -> Self {
+        RedisState { buffer }
+    }
+}
+
+fn redis_error(op: &'static str) -> impl FnOnce(firehose_buffer::Error) -> Error {
+    move |source| Error::Buffer { op, source }
+}
+
+#[async_trait]
+impl StateStore for RedisState {
+    async fn checkpoint(&self) -> Result<Option<i64>> {
+        let value = self
+            .buffer
+            .state_get("checkpoint")
+            .await
+            .map_err(redis_error("read checkpoint"))?;
+        value
+            .map(|v| {
+                v.parse().map_err(|_| Error::State {
+                    op: "read checkpoint",
+                    message: format!("checkpoint {v:?} is not a number"),
+                })
+            })
+            .transpose()
+    }
+
+    async fn raise_checkpoint(&self, time_us: i64) -> Result<i64> {
+        let raised = self
+            .buffer
+            .state_raise("checkpoint", u64::try_from(time_us).unwrap_or(0))
+            .await
+            .map_err(redis_error("raise checkpoint"))?;
+        Ok(i64::try_from(raised).unwrap_or(i64::MAX))
+    }
+
+    async fn record_batch(&self, ids: &[EntryId]) -> Result<()> {
+        let Some(first) = ids.first() else {
+            return Ok(());
+        };
+        let value = ids.iter().map(EntryId::to_string).collect::<Vec<_>>();
+        self.buffer
+            .state_set(&format!("batch:{first}"), &value.join(" "))
+            .await
+            .map_err(redis_error("record batch"))
+    }
+
+    async fn mark_stored(&self, first: EntryId) -> Result<()> {
+        self.buffer
+            .state_set(&format!("stored:{first}"), "1")
+            .await
+            .map_err(redis_error("mark batch stored"))
+    }
+
+    async fn forget_batch(&self, first: EntryId) -> Result<()> {
+        for field in [format!("stored:{first}"), format!("batch:{first}")] {
+            self.buffer
+                .state_delete(&field)
+                .await
+                .map_err(redis_error("forget batch"))?;
+        }
+        Ok(())
+    }
+
+    async fn batches(&self) -> Result<Vec<JournaledBatch>> {
+        let stored: std::collections::HashSet<String> = self
+            .buffer
+            .state_scan("stored:")
+            .await
+            .map_err(redis_error("read journal"))?
+            .into_iter()
+            .map(|(field, _)| field["stored:".len()..].to_owned())
+            .collect();
+        let mut batches = Vec::new();
+        for (field, value) in self
+            .buffer
+            .state_scan("batch:")
+            .await
+            .map_err(redis_error("read journal"))?
+        {
+            let ids = value
+                .split(' ')
+                .map(str::parse)
+                .collect::<std::result::Result<Vec<EntryId>, _>>()
+                .map_err(|e| Error::State {
+                    op: "read journal",
+                    message: format!("{field}: {e}"),
+                })?;
+            batches.push(JournaledBatch {
+                stored: stored.contains(&field["batch:".len()..]),
+                ids,
+            });
+        }
+        Ok(batches)
+    }
+}

@@ -1,0 +1,534 @@
+//! The write loop: buffer entries in, Parquet files out, then acknowledge, then checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use firehose_buffer::{Buffer, Entry, EntryId};
+use firehose_core::{Event, Table};
+use firehose_sink::{
+    BatchName, Closing, DeadLetter, OpenFiles, ParquetOptions, RollPolicy, Sealed, Storage,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::line::decode_dead_letter;
+use crate::state::StateStore;
+use crate::{Error, Result};
+
+/// How the write loop runs.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// This writer's consumer name in the buffer's consumer group. Keep it stable across
+    /// restarts, so a restarted writer gets its own unacknowledged entries back at once.
+    pub consumer: String,
+    /// When open files close.
+    pub policy: RollPolicy,
+    /// How files are encoded.
+    pub parquet: ParquetOptions,
+    /// Entries asked for per read.
+    pub read_entries: usize,
+    /// Take over entries another consumer left unacknowledged for this long (`None`: never;
+    /// the in-memory buffer has one writer). Must exceed the longest time a batch stays open.
+    pub claim_idle: Option<Duration>,
+    /// On shutdown, write everything still in the buffer first (the in-memory buffer, whose
+    /// contents would otherwise have to come back from Jetstream).
+    pub drain_on_shutdown: bool,
+    /// Wait between attempts to store a batch whose storage failed; doubles up to 30 s.
+    pub retry_delay: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        let policy = RollPolicy::default();
+        WriterConfig {
+            consumer: "writer".into(),
+            claim_idle: Some(policy.max_age + Duration::from_secs(300)),
+            policy,
+            parquet: ParquetOptions::default(),
+            read_entries: 256,
+            drain_on_shutdown: false,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Figures a running writer shares with its health check.
+#[derive(Debug, Default)]
+pub struct WriterStatus {
+    /// Events stored.
+    pub events_written: AtomicU64,
+    /// Batches stored.
+    pub batches_written: AtomicU64,
+    /// Store attempts that failed in a row (0 when the last one succeeded).
+    pub failing_for: AtomicU64,
+    /// The checkpoint after the last batch, Unix microseconds (0: none yet).
+    pub checkpoint_us: AtomicI64,
+}
+
+/// What a finished write loop did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterReport {
+    /// Events stored.
+    pub events: u64,
+    /// Batches stored.
+    pub batches: u64,
+    /// Messages sent to the dead-letter table.
+    pub dead_letters: u64,
+}
+
+/// A batch from the journal whose files may not all be stored: its entries are gathered as they
+/// come back, then written again under the same name.
+#[derive(Debug)]
+struct Recovery {
+    ids: Vec<EntryId>,
+    entries: HashMap<EntryId, Entry>,
+}
+
+/// Everything a flush needs, shared with the task that runs it.
+#[derive(Debug)]
+struct Sinks {
+    buffer: Arc<dyn Buffer>,
+    storage: Arc<dyn Storage>,
+    state: Arc<dyn StateStore>,
+    parquet: ParquetOptions,
+    retry_delay: Duration,
+    status: Arc<WriterStatus>,
+}
+
+/// Reads the buffer and writes Parquet until `shutdown` is cancelled, then flushes what is open
+/// and returns.
+#[derive(Debug)]
+pub struct WriteLoop {
+    sinks: Arc<Sinks>,
+    config: WriterConfig,
+    open: OpenFiles,
+    open_ids: Vec<EntryId>,
+    /// Newest event time in the open files and in everything stored.
+    newest_us: i64,
+    journal: HashMap<EntryId, EntryId>,
+    recovering: BTreeMap<EntryId, Recovery>,
+    in_flight: Option<JoinHandle<Result<Flushed>>>,
+    report: WriterReport,
+    decoded: [u64; Table::ALL.len()],
+}
+
+#[derive(Debug)]
+struct Flushed {
+    sealed: Sealed,
+    events: u64,
+}
+
+impl WriteLoop {
+    /// A write loop from `buffer` to `storage`, keeping its state in `state`.
+    pub fn new(
+        buffer: Arc<dyn Buffer>,
+        storage: Arc<dyn Storage>,
+        state: Arc<dyn StateStore>,
+        config: WriterConfig,
+    ) -> Self {
+        WriteLoop {
+            sinks: Arc::new(Sinks {
+                buffer,
+                storage,
+                state,
+                parquet: config.parquet.clone(),
+                retry_delay: config.retry_delay,
+                status: Arc::default(),
+            }),
+            open: OpenFiles::new(config.policy.grace),
+            config,
+            open_ids: Vec::new(),
+            newest_us: i64::MIN,
+            journal: HashMap::new(),
+            recovering: BTreeMap::new(),
+            in_flight: None,
+            report: WriterReport::default(),
+            decoded: [0; Table::ALL.len()],
+        }
+    }
+
+    /// The figures the loop updates as it runs.
+    pub fn status(&self) -> Arc<WriterStatus> {
+        self.sinks.status.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled and everything open is stored and acknowledged.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<WriterReport> {
+        self.load_journal().await?;
+        let mut next_claim = Instant::now();
+        while !shutdown.is_cancelled() {
+            if let Some(idle) = self.config.claim_idle
+                && Instant::now() >= next_claim
+            {
+                next_claim = Instant::now() + Duration::from_secs(30);
+                let claimed = self
+                    .sinks
+                    .buffer
+                    .claim(&self.config.consumer, idle, self.config.read_entries)
+                    .await
+                    .map_err(|source| Error::Buffer {
+                        op: "claim",
+                        source,
+                    })?;
+                if !claimed.is_empty() {
+                    info!(
+                        entries = claimed.len(),
+                        "Took over entries a stopped writer left."
+                    );
+                    self.load_journal().await?;
+                    self.take(claimed).await?;
+                }
+            }
+            let block = self.time_until_due().min(Duration::from_secs(1));
+            let entries = tokio::select! {
+                read = self.sinks.buffer.read(&self.config.consumer, self.config.read_entries, block) => {
+                    read.map_err(|source| Error::Buffer { op: "read", source })?
+                }
+                () = shutdown.cancelled() => break,
+            };
+            self.take(entries).await?;
+            if let Some(reason) = self.open.due(&self.config.policy, Instant::now()) {
+                debug!(reason = reason.as_str(), "Closing open files.");
+                self.flush_open().await?;
+            }
+        }
+        if self.config.drain_on_shutdown {
+            loop {
+                let entries = self
+                    .sinks
+                    .buffer
+                    .read(
+                        &self.config.consumer,
+                        self.config.read_entries,
+                        Duration::ZERO,
+                    )
+                    .await
+                    .map_err(|source| Error::Buffer { op: "read", source })?;
+                if entries.is_empty() {
+                    break;
+                }
+                self.take(entries).await?;
+                if self.open.due(&self.config.policy, Instant::now()).is_some() {
+                    self.flush_open().await?;
+                }
+            }
+        }
+        self.flush_open().await?;
+        self.finish_in_flight().await?;
+        Ok(self.report)
+    }
+
+    fn time_until_due(&self) -> Duration {
+        if self.open.is_empty() {
+            return Duration::from_secs(1);
+        }
+        // Checked again after every read; a short block keeps the age limit accurate.
+        Duration::from_millis(200)
+    }
+
+    async fn load_journal(&mut self) -> Result<()> {
+        for batch in self.sinks.state.batches().await? {
+            let Some(&first) = batch.ids.first() else {
+                continue;
+            };
+            if batch.stored {
+                // Its files are durable: only the acknowledgement was missing.
+                ack(&self.sinks, &batch.ids).await?;
+                self.sinks.state.forget_batch(first).await?;
+                continue;
+            }
+            for &id in &batch.ids {
+                self.journal.insert(id, first);
+            }
+            self.recovering.entry(first).or_insert_with(|| Recovery {
+                ids: batch.ids,
+                entries: HashMap::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Routes entries: those of a journaled batch to its recovery, the rest to the open files.
+    async fn take(&mut self, entries: Vec<Entry>) -> Result<()> {
+        for entry in entries {
+            match self.journal.get(&entry.id).copied() {
+                Some(first) => {
+                    let complete = self.recovering.get_mut(&first).is_some_and(|r| {
+                        r.entries.insert(entry.id, entry);
+                        r.entries.len() == r.ids.len()
+                    });
+                    if complete {
+                        self.rewrite(first).await?;
+                    }
+                }
+                None => {
+                    self.add(&entry);
+                    if self.open.due(&self.config.policy, Instant::now()).is_some() {
+                        self.flush_open().await?;
+                    }
+                }
+            }
+        }
+        self.count_decoded();
+        Ok(())
+    }
+
+    fn add(&mut self, entry: &Entry) {
+        self.open_ids.push(entry.id);
+        for line in entry.batch.events() {
+            push_line(&mut self.open, line, &mut self.decoded, &mut self.report);
+        }
+        if let Some(newest) = self.open.watermark_us() {
+            self.newest_us = self.newest_us.max(newest);
+        }
+    }
+
+    fn count_decoded(&mut self) {
+        for table in Table::ALL {
+            let n = std::mem::take(&mut self.decoded[table.index()]);
+            if n > 0 {
+                metrics::counter!("firehose_events_decoded_total", "collection" => collection_label(table))
+                    .increment(n);
+            }
+        }
+    }
+
+    /// Writes a journaled batch again, exactly as it was, under its recorded name.
+    async fn rewrite(&mut self, first: EntryId) -> Result<()> {
+        let Some(recovery) = self.recovering.remove(&first) else {
+            return Ok(());
+        };
+        let mut open = OpenFiles::new(self.config.policy.grace);
+        let mut ignored = WriterReport::default();
+        for id in &recovery.ids {
+            self.journal.remove(id);
+            if let Some(entry) = recovery.entries.get(id) {
+                for line in entry.batch.events() {
+                    push_line(&mut open, line, &mut self.decoded, &mut ignored);
+                }
+            }
+        }
+        info!(batch = %first, entries = recovery.ids.len(), "Writing a batch again after a restart.");
+        self.finish_in_flight().await?;
+        let closing = open.close();
+        let flushed = flush(self.sinks.clone(), recovery.ids, closing, true, i64::MIN).await?;
+        self.report.events += flushed.events;
+        Ok(())
+    }
+
+    /// Closes the open files and starts storing them; waits for the previous batch first, so
+    /// batches are acknowledged in order and at most two are in memory.
+    async fn flush_open(&mut self) -> Result<()> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        self.finish_in_flight().await?;
+        let ids = std::mem::take(&mut self.open_ids);
+        let closing = self.open.close();
+        let newest = self.newest_us;
+        self.in_flight = Some(tokio::spawn(flush(
+            self.sinks.clone(),
+            ids,
+            closing,
+            false,
+            newest,
+        )));
+        Ok(())
+    }
+
+    async fn finish_in_flight(&mut self) -> Result<()> {
+        if let Some(task) = self.in_flight.take() {
+            let flushed = task.await.map_err(|e| Error::State {
+                op: "write batch",
+                message: format!("the writing task failed: {e}"),
+            })??;
+            self.open.observe(&flushed.sealed);
+            self.report.events += flushed.events;
+            self.report.batches += 1;
+        }
+        Ok(())
+    }
+}
+
+fn push_line(
+    open: &mut OpenFiles,
+    line: &bytes::Bytes,
+    decoded: &mut [u64; Table::ALL.len()],
+    report: &mut WriterReport,
+) {
+    if let Some(letter) = decode_dead_letter(line) {
+        dead_letter(open, letter, report);
+        return;
+    }
+    match Event::decode(line) {
+        Ok(event) => {
+            decoded[event.table().index()] += 1;
+            open.push(&event, line.len());
+        }
+        Err(e) => dead_letter(
+            open,
+            DeadLetter {
+                received_us: unix_us(),
+                reason: e.category().to_owned(),
+                error: e.to_string(),
+                raw: line.clone(),
+            },
+            report,
+        ),
+    }
+}
+
+fn dead_letter(open: &mut OpenFiles, letter: DeadLetter, report: &mut WriterReport) {
+    metrics::counter!("firehose_events_dead_lettered_total", "reason" => reason_label(&letter.reason))
+        .increment(1);
+    report.dead_letters += 1;
+    open.push_dead_letter(letter);
+}
+
+/// Encodes and stores a batch (retrying storage until it succeeds), then acknowledges its
+/// entries and raises the checkpoint. `recorded`: the journal already holds it.
+async fn flush(
+    sinks: Arc<Sinks>,
+    ids: Vec<EntryId>,
+    closing: Closing,
+    recorded: bool,
+    newest_us: i64,
+) -> Result<Flushed> {
+    let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+        return Ok(Flushed {
+            sealed: Sealed {
+                files: Vec::new(),
+                json_bytes: 0,
+            },
+            events: 0,
+        });
+    };
+    let started = Instant::now();
+    let name =
+        BatchName::new(&first.to_string(), &last.to_string()).map_err(|source| Error::Sink {
+            op: "name batch",
+            source,
+        })?;
+    if !recorded {
+        sinks.state.record_batch(&ids).await?;
+    }
+    let options = sinks.parquet.clone();
+    let sealed = tokio::task::spawn_blocking(move || closing.encode(&name, &options))
+        .await
+        .map_err(|e| Error::State {
+            op: "encode batch",
+            message: format!("the encoding task failed: {e}"),
+        })?
+        .map_err(|source| Error::Sink {
+            op: "encode batch",
+            source,
+        })?;
+    let mut delay = sinks.retry_delay;
+    let committed = loop {
+        match sealed.store(&*sinks.storage).await {
+            Ok(committed) => break committed,
+            Err(e) => {
+                let attempts = sinks.status.failing_for.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::counter!("firehose_writer_failures_total").increment(1);
+                warn!(batch = %first, attempts, error = %e, "Storing a batch failed; retrying (its entries stay unacknowledged).");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    sinks.status.failing_for.store(0, Ordering::Relaxed);
+    sinks.state.mark_stored(first).await?;
+    ack(&sinks, &ids).await?;
+    sinks.state.forget_batch(first).await?;
+
+    let events = committed.rows() as u64;
+    let stats = sinks.buffer.stats().await.map_err(|source| Error::Buffer {
+        op: "stats",
+        source,
+    })?;
+    // Everything older than the oldest unacknowledged event is stored; with nothing
+    // unacknowledged, everything up to the newest event seen is.
+    let checkpoint = match stats.oldest_unacked_time_us {
+        Some(oldest) => i64::try_from(oldest).unwrap_or(i64::MAX),
+        None if newest_us > i64::MIN => newest_us.saturating_add(1),
+        None => i64::MIN,
+    };
+    if checkpoint > i64::MIN {
+        let raised = sinks.state.raise_checkpoint(checkpoint).await?;
+        sinks.status.checkpoint_us.store(raised, Ordering::Relaxed);
+        metrics::gauge!("firehose_checkpoint_time_us").set(raised as f64);
+    }
+
+    let elapsed = started.elapsed();
+    sinks
+        .status
+        .events_written
+        .fetch_add(events, Ordering::Relaxed);
+    sinks.status.batches_written.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("firehose_writer_batches_total").increment(1);
+    metrics::counter!("firehose_writer_bytes_total").increment(sealed.bytes());
+    metrics::counter!("firehose_writer_input_bytes_total").increment(sealed.json_bytes);
+    metrics::histogram!("firehose_writer_batch_duration_seconds").record(elapsed.as_secs_f64());
+    if sealed.json_bytes > 0 {
+        metrics::gauge!("firehose_writer_compression_ratio")
+            .set(sealed.bytes() as f64 / sealed.json_bytes as f64);
+    }
+    for file in &committed.files {
+        metrics::counter!("firehose_writer_files_total", "table" => file.table.name()).increment(1);
+        metrics::counter!("firehose_writer_rows_total", "table" => file.table.name())
+            .increment(file.rows as u64);
+    }
+    debug!(batch = %first, files = committed.files.len(), events, ms = elapsed.as_millis() as u64, "Stored a batch.");
+    Ok(Flushed { sealed, events })
+}
+
+async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<()> {
+    sinks
+        .buffer
+        .ack(ids)
+        .await
+        .map(drop)
+        .map_err(|source| Error::Buffer { op: "ack", source })
+}
+
+/// The `collection` label of a table's events: the collection's NSID, or `other`, `identity`,
+/// `account` (label values stay bounded whatever collections appear).
+pub fn collection_label(table: Table) -> &'static str {
+    use firehose_core::record::nsid;
+    match table {
+        Table::Posts => nsid::POST,
+        Table::Likes => nsid::LIKE,
+        Table::Reposts => nsid::REPOST,
+        Table::Follows => nsid::FOLLOW,
+        Table::Blocks => nsid::BLOCK,
+        Table::ListItems => nsid::LISTITEM,
+        Table::Profiles => nsid::PROFILE,
+        Table::Records => "other",
+        Table::Identity => "identity",
+        Table::Account => "account",
+    }
+}
+
+fn reason_label(reason: &str) -> &'static str {
+    const KNOWN: [&str; 8] = [
+        "syntax",
+        "truncated",
+        "shape",
+        "envelope",
+        "utf8",
+        "zstd",
+        "oversized",
+        "json",
+    ];
+    KNOWN.into_iter().find(|k| *k == reason).unwrap_or("other")
+}
+
+fn unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,330 @@
+//! The write loop against real storage (a local directory) and real buffers: the in-memory
+//! buffer, and Redis Streams at `REDIS_URL` (started by `scripts/test`; without it the Redis
+//! tests print NOT RUN, and fail when `FIREHOSE_REQUIRE_SERVERS=1`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Array, Int64Array, StringArray};
+use bytes::Bytes;
+use firehose_buffer::memory::InMemory;
+use firehose_buffer::redis::{RedisBuffer, RedisBufferBuilder};
+use firehose_buffer::{Batch, Buffer, EntryId};
+use firehose_pipeline::state::RedisState;
+use firehose_pipeline::{DatasetState, StateStore, WriteLoop, WriterConfig};
+use firehose_sink::{LocalStorage, RollPolicy, Storage};
+use firehose_synth::{Config, Generator};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio_util::sync::CancellationToken;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "firehose-pipeline-it-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `n` generated events as JSON lines, at 50 events/s (so they span a few hours for large n).
+fn lines(seed: u64, n: usize) -> Vec<(i64, Bytes)> {
+    Generator::new(Config {
+        seed,
+        rate: 50.0,
+        ..Config::default()
+    })
+    .take(n)
+    .map(|e| (e.time_us, Bytes::from(e.to_json())))
+    .collect()
+}
+
+/// Appends the lines in entries of `per_entry`.
+async fn fill(buffer: &dyn Buffer, lines: &[(i64, Bytes)], per_entry: usize) -> Vec<EntryId> {
+    let mut ids = Vec::new();
+    for chunk in lines.chunks(per_entry) {
+        let oldest = chunk.iter().map(|(t, _)| *t).min().unwrap() as u64;
+        let batch = Batch::new(chunk.iter().map(|(_, l)| l.clone()).collect(), oldest);
+        ids.push(buffer.append(batch).await.unwrap());
+    }
+    ids
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet")
+                && !path.file_name().unwrap().to_string_lossy().starts_with('.')
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Every event's `time_us` in the dataset (the generator's are unique), sorted, and the
+/// dead letters' raw texts.
+fn dataset(dir: &Path) -> (Vec<i64>, Vec<String>) {
+    let mut times = Vec::new();
+    let mut dead = Vec::new();
+    for file in parquet_files(dir) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let is_dead = file.to_string_lossy().contains("/dead_letters/");
+        for batch in reader {
+            let batch = batch.unwrap();
+            if is_dead {
+                let raw = batch.column_by_name("raw").unwrap();
+                let raw = raw.as_any().downcast_ref::<StringArray>().unwrap();
+                dead.extend((0..raw.len()).map(|i| raw.value(i).to_owned()));
+            } else {
+                let t = batch.column_by_name("time_us").unwrap();
+                let t = t.as_any().downcast_ref::<Int64Array>().unwrap();
+                times.extend(t.values().iter().copied());
+            }
+        }
+    }
+    times.sort_unstable();
+    (times, dead)
+}
+
+fn small_policy() -> RollPolicy {
+    RollPolicy {
+        max_open_bytes: 400_000,
+        ..RollPolicy::default()
+    }
+}
+
+/// Runs a write loop until the buffer has nothing unacknowledged, then stops it.
+async fn write_all(
+    buffer: Arc<dyn Buffer>,
+    storage: Arc<dyn Storage>,
+    state: Arc<dyn StateStore>,
+    config: WriterConfig,
+) -> firehose_pipeline::WriterReport {
+    let stop = CancellationToken::new();
+    let task =
+        tokio::spawn(WriteLoop::new(buffer.clone(), storage, state, config).run(stop.clone()));
+    for _ in 0..600 {
+        let stats = buffer.stats().await.unwrap();
+        if stats.events_unacked() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_buffer_to_parquet_exactly_once_with_checkpoint_and_dead_letters() {
+    let dir = temp_dir("memory");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let buffer: Arc<dyn Buffer> = Arc::new(InMemory::new());
+    let mut input = lines(1, 30_000);
+    let newest = input.iter().map(|(t, _)| *t).max().unwrap();
+    // Two lines that are not events: they go to the dead-letter table, not into a table.
+    input.insert(100, (input[100].0, Bytes::from_static(b"{\"did\":\"x\",")));
+    input.insert(5_000, (input[5_000].0, Bytes::from_static(b"[1,2]")));
+    fill(&*buffer, &input, 500).await;
+
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    let config = WriterConfig {
+        policy: small_policy(),
+        claim_idle: None,
+        ..WriterConfig::default()
+    };
+    let report = write_all(buffer.clone(), storage.clone(), state.clone(), config).await;
+
+    let (times, dead) = dataset(&dir);
+    let mut expected: Vec<i64> = lines(1, 30_000).iter().map(|(t, _)| *t).collect();
+    expected.sort_unstable();
+    assert_eq!(times, expected, "every event exactly once");
+    assert_eq!(dead, ["{\"did\":\"x\",", "[1,2]"]);
+    assert_eq!((report.events, report.dead_letters), (30_000, 2));
+    assert!(
+        report.batches > 1,
+        "the memory bound closed several batches"
+    );
+    // Nothing unacknowledged is left, so the checkpoint is past the newest event.
+    assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
+    // File names come from entry ids: `<first>_<last>.parquet`.
+    for file in parquet_files(&dir) {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let (first, last) = name.split_once('_').unwrap();
+        assert!(first.parse::<EntryId>().unwrap() <= last.parse::<EntryId>().unwrap());
+    }
+}
+
+async fn redis(test: &str) -> Option<(Arc<RedisBuffer>, String)> {
+    let url = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var("FIREHOSE_REQUIRE_SERVERS").as_deref() != Ok("1"),
+                "{test}: REDIS_URL is not set and FIREHOSE_REQUIRE_SERVERS=1"
+            );
+            eprintln!("NOT RUN {test}: REDIS_URL is not set");
+            return None;
+        }
+    };
+    let stream = format!(
+        "firehose-pipeline-test:{test}:{}:{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let buffer = RedisBufferBuilder::new()
+        .with_url(&url)
+        .with_stream(&stream)
+        .with_group("writers")
+        .build()
+        .await
+        .unwrap();
+    Some((Arc::new(buffer), stream))
+}
+
+/// A second handle on the same stream: what a restarted process would open.
+async fn reopen(stream: &str) -> Arc<RedisBuffer> {
+    let buffer = RedisBufferBuilder::new()
+        .with_url(std::env::var("REDIS_URL").unwrap())
+        .with_stream(stream)
+        .with_group("writers")
+        .build()
+        .await
+        .unwrap();
+    Arc::new(buffer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_interrupted_before_its_acknowledgement_is_rewritten_under_the_same_name() {
+    let Some((buffer, stream)) = redis("rewrite").await else {
+        return;
+    };
+    let dir = temp_dir("rewrite");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let state: Arc<dyn StateStore> = Arc::new(RedisState::new(buffer.clone()));
+    let input = lines(2, 4_000);
+    let ids = fill(&*buffer, &input, 400).await;
+
+    // A writer read six entries, journaled them as a batch, stored part of its files under
+    // the batch's name, and died before acknowledging.
+    let taken = buffer.read("w1", 6, Duration::ZERO).await.unwrap();
+    assert_eq!(taken.len(), 6);
+    let batch_ids: Vec<EntryId> = taken.iter().map(|e| e.id).collect();
+    state.record_batch(&batch_ids).await.unwrap();
+    let name = format!("{}_{}.parquet", batch_ids[0], batch_ids[5]);
+    let partial = "posts/year=2026/month=11/day=20/hour=00/".to_owned() + &name;
+    storage
+        .put(&partial, Bytes::from_static(b"not a whole file"))
+        .await
+        .unwrap();
+
+    // The restarted writer (same consumer) gets the entries back, and writes them again as
+    // the same batch: the partial file is replaced, not duplicated.
+    let buffer = reopen(&stream).await;
+    let config = WriterConfig {
+        consumer: "w1".into(),
+        policy: small_policy(),
+        ..WriterConfig::default()
+    };
+    write_all(buffer.clone(), storage, state.clone(), config).await;
+    let (times, _) = dataset(&dir);
+    let mut expected: Vec<i64> = input.iter().map(|(t, _)| *t).collect();
+    expected.sort_unstable();
+    assert_eq!(times, expected);
+    assert!(
+        parquet_files(&dir).iter().any(|f| f.ends_with(&partial)),
+        "the batch kept its name"
+    );
+    assert!(state.batches().await.unwrap().is_empty(), "journal emptied");
+    assert_eq!(ids.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_batch_left_unacknowledged_is_only_acknowledged() {
+    let Some((buffer, _)) = redis("stored").await else {
+        return;
+    };
+    let dir = temp_dir("stored");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let state: Arc<dyn StateStore> = Arc::new(RedisState::new(buffer.clone()));
+    fill(&*buffer, &lines(3, 1_000), 250).await;
+    let taken = buffer.read("w1", 4, Duration::ZERO).await.unwrap();
+    let ids: Vec<EntryId> = taken.iter().map(|e| e.id).collect();
+    state.record_batch(&ids).await.unwrap();
+    state.mark_stored(ids[0]).await.unwrap();
+
+    let report = write_all(
+        buffer.clone(),
+        storage,
+        state.clone(),
+        WriterConfig {
+            consumer: "w2".into(),
+            ..WriterConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(report.events, 0, "nothing written again");
+    assert_eq!(buffer.stats().await.unwrap().events_unacked(), 0);
+    assert!(state.batches().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_share_a_redis_group_and_write_each_event_once() {
+    let Some((buffer, _)) = redis("two-writers").await else {
+        return;
+    };
+    let dir = temp_dir("two-writers");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let state: Arc<dyn StateStore> = Arc::new(RedisState::new(buffer.clone()));
+    let input = lines(4, 20_000);
+    fill(&*buffer, &input, 200).await;
+    let stop = CancellationToken::new();
+    let writers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|consumer| {
+            let config = WriterConfig {
+                consumer: consumer.into(),
+                read_entries: 8,
+                policy: small_policy(),
+                ..WriterConfig::default()
+            };
+            tokio::spawn(
+                WriteLoop::new(buffer.clone(), storage.clone(), state.clone(), config)
+                    .run(stop.clone()),
+            )
+        })
+        .collect();
+    for _ in 0..600 {
+        if buffer.stats().await.unwrap().events_unacked() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let mut written = 0;
+    for w in writers {
+        let report = w.await.unwrap().unwrap();
+        assert!(report.events > 0, "both writers took part");
+        written += report.events;
+    }
+    assert_eq!(written, 20_000);
+    let (times, _) = dataset(&dir);
+    let mut expected: Vec<i64> = input.iter().map(|(t, _)| *t).collect();
+    expected.sort_unstable();
+    assert_eq!(times, expected);
+    // Each writer raises the checkpoint to what it knows is stored; it never passes the
+    // newest event, and it moved.
+    let checkpoint = state.checkpoint().await.unwrap().unwrap();
+    assert!(checkpoint > expected[0] && checkpoint <= expected[expected.len() - 1] + 1);
+}
