@@ -4,7 +4,9 @@
 
 mod generate;
 mod import;
+mod config;
 mod inspect;
+mod pipeline;
 mod retain;
 
 use std::fs::File;
@@ -14,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use firehose_sink::s3::{S3Config, S3Storage};
 use firehose_sink::{LocalStorage, Storage};
 
@@ -34,6 +36,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Run(pipeline::RunArgs),
+    Ingest(pipeline::IngestArgs),
+    Write(pipeline::WriteArgs),
     Inspect(inspect::Args),
     Import(import::Args),
     Retain(retain::Args),
@@ -50,8 +55,17 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(Failure::Usage(reason) | Failure::Data(reason)) => {
+            eprintln!("firehose: {reason}");
+            return ExitCode::from(2);
+        }
+    };
     let outcome = match cli.command {
+        Command::Run(args) => pipeline::run(args),
+        Command::Ingest(args) => pipeline::ingest(args),
+        Command::Write(args) => pipeline::write(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),
@@ -68,6 +82,36 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Parses the command line, with settings from a TOML file (`--config FILE` or
+/// `FIREHOSE_CONFIG`) as the lowest layer: flags override the environment, which overrides the
+/// file, which overrides the built-in defaults. The file's keys are the flags' long names.
+fn parse_cli() -> Result<Cli, Failure> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config_path(&args) {
+        command = config::apply(command, &path)?;
+    }
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// The value of `--config` on the command line, else of `FIREHOSE_CONFIG`.
+fn config_path(args: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--config" {
+            return iter.next().map(std::path::PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(path.into());
+        }
+    }
+    std::env::var_os("FIREHOSE_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
 }
 
 /// Opens `path` for reading lines, or standard input for `-`; returns it with its name for
@@ -114,10 +158,15 @@ fn open_storage(
     location: &str,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Arc<dyn Storage>, Failure> {
+    runtime.block_on(open_storage_async(location))
+}
+
+/// [`open_storage`] from async code.
+async fn open_storage_async(location: &str) -> Result<Arc<dyn Storage>, Failure> {
     if location.starts_with("s3://") {
         let config = S3Config::from_url(location).map_err(|e| Failure::Usage(e.to_string()))?;
-        let storage = runtime
-            .block_on(S3Storage::new(config))
+        let storage = S3Storage::new(config)
+            .await
             .map_err(|e| Failure::Usage(e.to_string()))?;
         Ok(Arc::new(storage))
     } else {
@@ -125,29 +174,50 @@ fn open_storage(
     }
 }
 
-/// Parses an age such as `30d`, `12h`, `90m` or `3600s`.
-fn parse_age(text: &str) -> Result<Duration, String> {
+/// Splits `12h` into 12 and `h`.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not an age like 30d, 12h, 90m or 3600s"))?;
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// Parses an age or duration such as `30d`, `12h`, `90m`, `3600s` or `500ms`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 30d, 12h, 90m, 3600s or 500ms");
+    let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} is not an age like 30d, 12h, 90m or 3600s"
-            ));
-        }
+        _ => return Err(bad()),
     };
     n.checked_mul(seconds)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Parses a size such as `100MB`, `128MiB`, `2GB` or `4096` (bytes).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a size like 100MB, 128MiB, 2GB or 4096");
+    let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[cfg(test)]
@@ -160,8 +230,19 @@ mod tests {
         assert_eq!(parse_age("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_age("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_age("250ms"), Ok(Duration::from_millis(250)));
         for bad in ["", "d", "30", "30w", "-1d", "1.5h", "99999999999999999999d"] {
             assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "MB", "1.5GB", "10XB", "-1", "99999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
 }

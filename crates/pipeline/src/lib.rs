@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`ingest::IngestLoop`] reads the Jetstream source and appends its messages to the buffer,
+//!   a few hundred per entry; when the buffer is full it waits, and stops reading the socket.
 //! - [`write::WriteLoop`] reads buffer entries, decodes their events into open Parquet files
 //!   ([`firehose_sink::OpenFiles`]), closes them by size, age, hour or memory, stores them
 //!   under a name made of the first and last entry ids, then acknowledges the entries, then
@@ -23,6 +25,7 @@
 //! died with the process. Jetstream's own duplicates (from the rewind on reconnect) are
 //! removed later, by compaction and by the query facade, using the event key.
 
+pub mod ingest;
 pub mod line;
 pub mod state;
 pub mod write;
@@ -50,6 +53,9 @@ pub enum Error {
         /// The sink's error.
         source: firehose_sink::Error,
     },
+    /// The Jetstream source cannot go on (a configuration problem: network trouble is retried).
+    #[error("jetstream: {0}")]
+    Source(#[from] firehose_jetstream::Error),
     /// The pipeline's state could not be read or written.
     #[error("{op}: {message}")]
     State {
