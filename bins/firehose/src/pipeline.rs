@@ -14,7 +14,7 @@ use firehose_jetstream::Source;
 use firehose_pipeline::ingest::{IngestConfig, IngestLoop, IngestStatus};
 use firehose_pipeline::state::RedisState;
 use firehose_pipeline::{DatasetState, StateStore, WriteLoop, WriterConfig, WriterStatus};
-use firehose_sink::{Compression, ParquetOptions, RollPolicy, Storage};
+use firehose_sink::{Compression, ParquetOptions, RollPolicy};
 use firehose_telemetry::{Health, HealthCheck, LogFormat, Telemetry};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -151,7 +151,7 @@ pub(crate) struct WriteArgs {
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
-    start(&args.service, |shutdown, telemetry| async move {
+    start(args.service.log_json, |shutdown, telemetry| async move {
         let storage = open_storage_async(&args.writer.out).await?;
         watch_local_disk(&telemetry, &args.writer.out);
         let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
@@ -208,7 +208,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
-    start(&args.service, |shutdown, telemetry| async move {
+    start(args.service.log_json, |shutdown, telemetry| async move {
         let buffer = open_redis(&args.redis).await?;
         let state = RedisState::new(buffer.clone());
         let checkpoint = read_checkpoint(&state).await?;
@@ -227,7 +227,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn write(args: WriteArgs) -> Result<(), Failure> {
-    start(&args.service, |shutdown, telemetry| async move {
+    start(args.service.log_json, |shutdown, telemetry| async move {
         let buffer = open_redis(&args.redis).await?;
         let storage = open_storage_async(&args.writer.out).await?;
         watch_local_disk(&telemetry, &args.writer.out);
@@ -262,12 +262,12 @@ pub(crate) fn write(args: WriteArgs) -> Result<(), Failure> {
 /// `body`. The first SIGINT or SIGTERM cancels the token (stop reading, flush, acknowledge,
 /// checkpoint, exit 0); a second exits at once, which is safe: nothing acknowledged is
 /// uncommitted.
-fn start<F, Fut>(service: &ServiceArgs, body: F) -> Result<(), Failure>
+fn start<F, Fut>(log_json: bool, body: F) -> Result<(), Failure>
 where
     F: FnOnce(CancellationToken, Telemetry) -> Fut,
     Fut: Future<Output = Result<(), Failure>>,
 {
-    firehose_telemetry::init_logging(if service.log_json {
+    firehose_telemetry::init_logging(if log_json {
         LogFormat::Json
     } else {
         LogFormat::Text

@@ -1,0 +1,356 @@
+//! The connection to Jetstream: connect, read, reconnect.
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use metrics::{Counter, Gauge};
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::{info, warn};
+
+use crate::config::check_filters;
+use crate::{Config, Error, FrameDecoder, Message};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The filters that can change on an open connection, with an `options_update` message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// As [`Config::wanted_collections`].
+    pub wanted_collections: Vec<String>,
+    /// As [`Config::wanted_dids`].
+    pub wanted_dids: Vec<String>,
+    /// As [`Config::max_message_size_bytes`].
+    pub max_message_size_bytes: Option<u64>,
+}
+
+/// A Jetstream subscription that survives the network: see the [crate docs](crate).
+pub struct Source {
+    config: Config,
+    decoder: FrameDecoder,
+    tls: Option<Connector>,
+    socket: Option<Socket>,
+    /// The URL in use, or to try next.
+    url_index: usize,
+    /// The largest `time_us` seen, or the start cursor.
+    cursor: Option<i64>,
+    /// Connection attempts in a row that failed or delivered nothing; drives the backoff.
+    failures: u32,
+    /// Connections opened so far.
+    connections: u64,
+    /// Messages received on the current connection.
+    delivered: u64,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("url", &self.config.urls[self.url_index])
+            .field("connected", &self.socket.is_some())
+            .field("cursor", &self.cursor)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source {
+    /// A source for `config`, resuming from `start_cursor` (unix microseconds) when given, live
+    /// otherwise. It connects on the first [`next`](Self::next).
+    pub fn new(config: Config, start_cursor: Option<i64>) -> Result<Source, Error> {
+        config.validate()?;
+        let decoder = FrameDecoder::new(if config.compress {
+            config.zstd_dictionary.as_deref()
+        } else {
+            None
+        })?;
+        let tls = if config.urls.iter().any(|url| url.starts_with("wss://")) {
+            Some(tls_connector()?)
+        } else {
+            None
+        };
+        Ok(Source {
+            config,
+            decoder,
+            tls,
+            socket: None,
+            url_index: 0,
+            cursor: start_cursor,
+            failures: 0,
+            connections: 0,
+            delivered: 0,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// The next message. Waits for it, reconnecting as often as needed; errors only for
+    /// configuration problems.
+    ///
+    /// Cancel-safe: dropping the future loses no message (at worst a connection attempt).
+    pub async fn next(&mut self) -> Result<Message, Error> {
+        loop {
+            let Some(socket) = self.socket.as_mut() else {
+                self.connect().await;
+                continue;
+            };
+            let frame =
+                match tokio::time::timeout(self.config.liveness_timeout, socket.next()).await {
+                    Ok(Some(Ok(frame))) => frame,
+                    Ok(Some(Err(error))) => {
+                        self.disconnect(error);
+                        continue;
+                    }
+                    Ok(None) => {
+                        self.disconnect("the connection ended");
+                        continue;
+                    }
+                    Err(_) => {
+                        let reason = format!("no frame for {:?}", self.config.liveness_timeout);
+                        self.disconnect(reason);
+                        continue;
+                    }
+                };
+            let message = match frame {
+                Frame::Text(text) => {
+                    self.count_frame(text.len());
+                    self.decoder.decode_text(text.into())
+                }
+                Frame::Binary(bytes) => {
+                    self.count_frame(bytes.len());
+                    self.decoder.decode_binary(bytes)
+                }
+                Frame::Close(close) => {
+                    let reason = match close {
+                        Some(frame) => format!("the server closed it ({frame})"),
+                        None => "the server closed it".to_owned(),
+                    };
+                    self.disconnect(reason);
+                    continue;
+                }
+                Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_) => continue,
+            };
+            if let Message::Event { time_us, .. } = message {
+                self.cursor = Some(self.cursor.map_or(time_us, |c| c.max(time_us)));
+                self.metrics.events.increment(1);
+                let now_us = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                self.metrics
+                    .lag
+                    .set(now_us.saturating_sub(time_us) as f64 / 1e6);
+            }
+            return Ok(message);
+        }
+    }
+
+    /// The largest `time_us` received so far, or the start cursor when nothing larger came.
+    /// A restart that resumes from here (the source subtracts its rewind) misses nothing.
+    pub fn cursor(&self) -> Option<i64> {
+        self.cursor
+    }
+
+    /// Whether a connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// Changes the filters: at once on the open connection (`options_update`), and for every
+    /// later connection.
+    pub async fn update_options(&mut self, options: Options) -> Result<(), Error> {
+        check_filters(&options.wanted_collections, &options.wanted_dids)?;
+        self.config.wanted_collections = options.wanted_collections;
+        self.config.wanted_dids = options.wanted_dids;
+        self.config.max_message_size_bytes = options.max_message_size_bytes;
+        if let Some(socket) = self.socket.as_mut() {
+            let update = options_update(&self.config);
+            if let Err(error) = socket.send(update).await {
+                self.disconnect(error);
+            }
+        }
+        Ok(())
+    }
+
+    fn count_frame(&mut self, bytes: usize) {
+        self.delivered += 1;
+        self.metrics.messages.increment(1);
+        self.metrics.bytes.increment(bytes as u64);
+    }
+
+    /// Opens a connection, retrying with backoff and failover until one opens.
+    async fn connect(&mut self) {
+        loop {
+            if self.connections > 0 || self.failures > 0 {
+                tokio::time::sleep(self.backoff()).await;
+            }
+            let base = &self.config.urls[self.url_index];
+            let rewind = i64::try_from(self.config.rewind.as_micros()).unwrap_or(i64::MAX);
+            let resume = self.cursor.map(|cursor| cursor.saturating_sub(rewind));
+            let url = self.config.url(base, resume);
+            let attempt = tokio_tungstenite::connect_async_tls_with_config(
+                url.as_str(),
+                None,
+                true,
+                self.tls.clone(),
+            );
+            let error = match tokio::time::timeout(self.config.connect_timeout, attempt).await {
+                Ok(Ok((mut socket, _response))) => {
+                    let hello = if self.config.require_hello {
+                        socket.send(options_update(&self.config)).await.err()
+                    } else {
+                        None
+                    };
+                    match hello {
+                        None => {
+                            info!(url = %base, cursor = ?resume, "Connected to Jetstream.");
+                            if self.connections > 0 {
+                                self.metrics.reconnects.increment(1);
+                            }
+                            self.connections += 1;
+                            self.delivered = 0;
+                            self.metrics.connected.set(1.0);
+                            self.socket = Some(socket);
+                            return;
+                        }
+                        Some(error) => format!("cannot send options_update: {error}"),
+                    }
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer in {:?}", self.config.connect_timeout),
+            };
+            warn!(url = %base, %error, "Cannot connect to Jetstream.");
+            self.failed();
+        }
+    }
+
+    fn disconnect(&mut self, reason: impl Display) {
+        self.socket = None;
+        self.metrics.connected.set(0.0);
+        let url = &self.config.urls[self.url_index];
+        warn!(%url, messages = self.delivered, %reason, "Disconnected from Jetstream; reconnecting.");
+        if self.delivered > 0 {
+            // A connection that worked: try the same host again, soon.
+            self.failures = 0;
+        } else {
+            self.failed();
+        }
+    }
+
+    /// Counts a failure and moves on to the next URL.
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        self.url_index = (self.url_index + 1) % self.config.urls.len();
+    }
+
+    /// The delay before the next attempt: exponential in the failures so far, with jitter
+    /// (between half and all of it) so clients do not reconnect in step.
+    fn backoff(&self) -> Duration {
+        let min = self.config.backoff_min.as_secs_f64();
+        let max = self.config.backoff_max.as_secs_f64();
+        let exponential = (min * 2f64.powi(self.failures.min(30) as i32)).min(max);
+        let jitter: f64 = rand::rng().random_range(0.5..=1.0);
+        Duration::from_secs_f64(exponential * jitter)
+    }
+}
+
+/// `{"type":"options_update","payload":{...}}` for the filters in `config`.
+fn options_update(config: &Config) -> Frame {
+    let mut payload = serde_json::json!({
+        "wantedCollections": config.wanted_collections,
+        "wantedDids": config.wanted_dids,
+    });
+    if let Some(max) = config.max_message_size_bytes {
+        payload["maxMessageSizeBytes"] = max.into();
+    }
+    let update = serde_json::json!({ "type": "options_update", "payload": payload });
+    Frame::text(update.to_string())
+}
+
+/// TLS for `wss://`: rustls with ring and Mozilla's roots, chosen here rather than left to
+/// rustls's process-wide default, which is ambiguous when several providers are built.
+fn tls_connector() -> Result<Connector, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Connector::Rustls(Arc::new(config)))
+}
+
+/// Handles to the metrics, registered once.
+struct Metrics {
+    connected: Gauge,
+    reconnects: Counter,
+    messages: Counter,
+    bytes: Counter,
+    lag: Gauge,
+    events: Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Metrics {
+            connected: metrics::gauge!("firehose_jetstream_connected"),
+            reconnects: metrics::counter!("firehose_jetstream_reconnects_total"),
+            messages: metrics::counter!("firehose_jetstream_messages_total"),
+            bytes: metrics::counter!("firehose_jetstream_bytes_total"),
+            lag: metrics::gauge!("firehose_jetstream_lag_seconds"),
+            events: metrics::counter!("firehose_events_received_total"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_maximum_with_jitter() {
+        let config = Config {
+            urls: vec!["ws://127.0.0.1:1/subscribe".into()],
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let mut source = Source::new(config, None).unwrap();
+        for failures in 0..12u32 {
+            source.failures = failures;
+            let full = (0.1 * 2f64.powi(failures as i32)).min(2.0);
+            let delay = source.backoff().as_secs_f64();
+            assert!(
+                delay >= full * 0.5 - 1e-9 && delay <= full + 1e-9,
+                "{failures}: {delay}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_is_set_up_for_wss_urls() {
+        let source = Source::new(Config::default(), None).unwrap();
+        assert!(matches!(source.tls, Some(Connector::Rustls(_))));
+    }
+
+    #[test]
+    fn hello_carries_the_filters() {
+        let config = Config {
+            wanted_collections: vec!["app.bsky.feed.*".into()],
+            max_message_size_bytes: Some(5),
+            ..Config::default()
+        };
+        let Frame::Text(text) = options_update(&config) else {
+            panic!("not text")
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "options_update", "payload": {
+                "wantedCollections": ["app.bsky.feed.*"], "wantedDids": [],
+                "maxMessageSizeBytes": 5}})
+        );
+    }
+}
