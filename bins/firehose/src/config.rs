@@ -22,8 +22,11 @@ pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failur
         .map_err(|e| Failure::Usage(format!("config file {name}: {e}")))?;
     for (key, value) in &table {
         let flag = key.replace('_', "-");
-        let values = values(&value)
-            .ok_or_else(|| Failure::Usage(format!("config file {name}: {key} must be a string, number, boolean or a list of them")))?;
+        let values = values(&value).ok_or_else(|| {
+            Failure::Usage(format!(
+                "config file {name}: {key} must be a string, number, boolean or a list of them"
+            ))
+        })?;
         let mut known = false;
         let subcommands: Vec<String> = command
             .get_subcommands()

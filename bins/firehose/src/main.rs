@@ -2,10 +2,12 @@
 //! into one line on stderr and an exit code (0 success, 1 runtime failure or bad data, 2 bad
 //! usage, configuration or I/O).
 
-mod generate;
-mod import;
 mod config;
+mod generate;
+mod health;
+mod import;
 mod inspect;
+mod load;
 mod pipeline;
 mod retain;
 
@@ -39,6 +41,8 @@ enum Command {
     Run(pipeline::RunArgs),
     Ingest(pipeline::IngestArgs),
     Write(pipeline::WriteArgs),
+    Health(health::Args),
+    Load(load::Args),
     Inspect(inspect::Args),
     Import(import::Args),
     Retain(retain::Args),
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
         Command::Run(args) => pipeline::run(args),
         Command::Ingest(args) => pipeline::ingest(args),
         Command::Write(args) => pipeline::write(args),
+        Command::Health(args) => health::run(args),
+        Command::Load(args) => load::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),

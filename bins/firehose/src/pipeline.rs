@@ -26,11 +26,19 @@ use crate::{Failure, open_storage_async, parse_age, parse_size};
 pub(crate) struct SourceArgs {
     /// Jetstream WebSocket URL with its path, e.g. `wss://jetstream2.us-east.bsky.network/subscribe`
     /// (repeat, or separate with commas, for fail-over). Default: the four public v1 hosts.
-    #[arg(long = "jetstream-url", env = "FIREHOSE_JETSTREAM_URL", value_delimiter = ',')]
+    #[arg(
+        long = "jetstream-url",
+        env = "FIREHOSE_JETSTREAM_URL",
+        value_delimiter = ','
+    )]
     jetstream_url: Vec<String>,
     /// Only these collections (NSIDs, or prefixes like `app.bsky.graph.*`); default all.
     /// Identity and account events always come.
-    #[arg(long = "collection", env = "FIREHOSE_COLLECTIONS", value_delimiter = ',')]
+    #[arg(
+        long = "collection",
+        env = "FIREHOSE_COLLECTIONS",
+        value_delimiter = ','
+    )]
     collections: Vec<String>,
     /// Only these repositories (DIDs); default all.
     #[arg(long = "did", env = "FIREHOSE_DIDS", value_delimiter = ',')]
@@ -273,6 +281,7 @@ where
         LogFormat::Text
     });
     let telemetry = Telemetry::install().map_err(|e| Failure::Usage(e.to_string()))?;
+    firehose_pipeline::describe_metrics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -400,10 +409,8 @@ fn health_check(
                 metrics::gauge!("firehose_buffer_bytes").set(s.bytes as f64);
                 metrics::gauge!("firehose_buffer_capacity_bytes").set(s.capacity_bytes as f64);
                 metrics::gauge!("firehose_buffer_utilisation_ratio").set(s.utilisation());
-                metrics::gauge!("firehose_buffer_oldest_event_age_seconds").set(
-                    s.oldest_unacked_age()
-                        .map_or(0.0, |age| age.as_secs_f64()),
-                );
+                metrics::gauge!("firehose_buffer_oldest_event_age_seconds")
+                    .set(s.oldest_unacked_age().map_or(0.0, |age| age.as_secs_f64()));
             }
             if let Ok(mut slot) = polled.lock() {
                 *slot = Some(stats);

@@ -174,7 +174,11 @@ impl IngestLoop {
                 // Its place in time is the stream's, not the clock's: during a replay the clock
                 // is far ahead of the events, and the checkpoint must not jump past them.
                 let newest = self.status.newest_time_us.load(Ordering::Relaxed);
-                let at = if newest > 0 { newest } else { letter.received_us };
+                let at = if newest > 0 {
+                    newest
+                } else {
+                    letter.received_us
+                };
                 if pending.lines.is_empty() || at < pending.oldest_us {
                     pending.oldest_us = at;
                 }

@@ -68,3 +68,109 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Registers every metric the pipeline exports, at zero, with its help text. Call it once at
+/// start: a series that exists from the start lets alerts and `increase()` see its first
+/// change, and lets a scrape list every name before anything happened.
+pub fn describe_metrics() {
+    use firehose_core::Table;
+    use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
+    for (name, help) in [
+        (
+            "firehose_jetstream_reconnects_total",
+            "Connections to Jetstream opened after the first.",
+        ),
+        (
+            "firehose_jetstream_messages_total",
+            "WebSocket messages received from Jetstream.",
+        ),
+        (
+            "firehose_jetstream_bytes_total",
+            "Message bytes received from Jetstream.",
+        ),
+        (
+            "firehose_events_received_total",
+            "Events received from the source.",
+        ),
+        ("firehose_writer_batches_total", "Batches stored."),
+        ("firehose_writer_bytes_total", "Parquet bytes stored."),
+        (
+            "firehose_writer_input_bytes_total",
+            "JSON bytes of the events stored.",
+        ),
+        (
+            "firehose_writer_failures_total",
+            "Attempts to store a batch that failed (retried).",
+        ),
+    ] {
+        describe_counter!(name, help);
+        counter!(name).increment(0);
+    }
+    describe_counter!(
+        "firehose_events_decoded_total",
+        "Events decoded, by collection."
+    );
+    describe_counter!(
+        "firehose_writer_files_total",
+        "Parquet files stored, by table."
+    );
+    describe_counter!("firehose_writer_rows_total", "Rows stored, by table.");
+    for table in Table::ALL {
+        counter!("firehose_events_decoded_total", "collection" => write::collection_label(table))
+            .increment(0);
+        counter!("firehose_writer_files_total", "table" => table.name()).increment(0);
+        counter!("firehose_writer_rows_total", "table" => table.name()).increment(0);
+    }
+    describe_counter!(
+        "firehose_events_dead_lettered_total",
+        "Messages that failed to decode, by reason; kept in the dead_letters table."
+    );
+    for reason in write::DEAD_LETTER_REASONS {
+        counter!("firehose_events_dead_lettered_total", "reason" => reason).increment(0);
+    }
+    for (name, help) in [
+        (
+            "firehose_jetstream_connected",
+            "1 while connected to Jetstream.",
+        ),
+        (
+            "firehose_jetstream_lag_seconds",
+            "Now minus the time of the newest event received.",
+        ),
+        (
+            "firehose_buffer_events",
+            "Events waiting in the buffer (unacknowledged).",
+        ),
+        ("firehose_buffer_bytes", "Bytes waiting in the buffer."),
+        ("firehose_buffer_capacity_bytes", "The buffer's byte bound."),
+        (
+            "firehose_buffer_utilisation_ratio",
+            "Buffer bytes over capacity.",
+        ),
+        (
+            "firehose_buffer_oldest_event_age_seconds",
+            "Now minus the time of the oldest waiting event.",
+        ),
+        (
+            "firehose_writer_compression_ratio",
+            "Parquet bytes over JSON bytes in the last batch.",
+        ),
+        (
+            "firehose_checkpoint_time_us",
+            "The cursor checkpoint: every event before it is stored.",
+        ),
+        (
+            "firehose_checkpoint_age_seconds",
+            "Now minus the checkpoint.",
+        ),
+    ] {
+        describe_gauge!(name, help);
+        gauge!(name).set(0.0);
+    }
+    describe_histogram!(
+        "firehose_writer_batch_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to encode and store one batch."
+    );
+    let _ = metrics::histogram!("firehose_writer_batch_duration_seconds");
+}

@@ -512,18 +512,24 @@ pub fn collection_label(table: Table) -> &'static str {
     }
 }
 
+/// The `reason` label values of `firehose_events_dead_lettered_total`.
+pub const DEAD_LETTER_REASONS: [&str; 9] = [
+    "syntax",
+    "truncated",
+    "shape",
+    "envelope",
+    "utf8",
+    "zstd",
+    "oversized",
+    "json",
+    "other",
+];
+
 fn reason_label(reason: &str) -> &'static str {
-    const KNOWN: [&str; 8] = [
-        "syntax",
-        "truncated",
-        "shape",
-        "envelope",
-        "utf8",
-        "zstd",
-        "oversized",
-        "json",
-    ];
-    KNOWN.into_iter().find(|k| *k == reason).unwrap_or("other")
+    DEAD_LETTER_REASONS
+        .into_iter()
+        .find(|k| *k == reason)
+        .unwrap_or("other")
 }
 
 fn unix_us() -> i64 {

@@ -3,6 +3,7 @@
 
 mod import;
 mod inspect;
+mod pipeline;
 mod retain;
 
 use std::collections::BTreeSet;
