@@ -5,6 +5,7 @@
 mod generate;
 mod import;
 mod inspect;
+mod mock_jetstream;
 mod retain;
 
 use std::fs::File;
@@ -38,6 +39,7 @@ enum Command {
     Import(import::Args),
     Retain(retain::Args),
     Generate(generate::Args),
+    MockJetstream(mock_jetstream::Args),
 }
 
 /// How a subcommand ended, when it did not succeed.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::MockJetstream(args) => mock_jetstream::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 mod import;
 mod inspect;
+mod mock_jetstream;
 mod retain;
 
 use std::collections::BTreeSet;
