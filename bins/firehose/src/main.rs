@@ -9,6 +9,7 @@ mod import;
 mod inspect;
 mod load;
 mod pipeline;
+mod mock_jetstream;
 mod retain;
 
 use std::fs::File;
@@ -47,6 +48,7 @@ enum Command {
     Import(import::Args),
     Retain(retain::Args),
     Generate(generate::Args),
+    MockJetstream(mock_jetstream::Args),
 }
 
 /// How a subcommand ended, when it did not succeed.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::MockJetstream(args) => mock_jetstream::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

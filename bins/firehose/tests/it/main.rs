@@ -4,6 +4,7 @@
 mod import;
 mod inspect;
 mod pipeline;
+mod mock_jetstream;
 mod retain;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,252 @@
+//! The stream when the server misbehaves: drops, stalls, dead hosts, broken frames,
+//! duplicates, reordering, and a reader that stops reading.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use firehose_core::Event;
+use firehose_jetstream::{Config, Message, Source};
+use firehose_mock_jetstream::{EventSource, MockConfig, MockServer};
+
+use crate::{
+    client, expected, mock, read_distinct, read_until, trained_dictionary, within_deadline,
+};
+
+#[tokio::test]
+async fn resumes_from_the_cursor_after_drops_without_a_gap() {
+    within_deadline(async {
+        let n = 20_000;
+        let server = mock(41, n, |c| {
+            c.faults.drop_every = Some(Duration::from_millis(150));
+        })
+        .await;
+        let expected = expected(&server, n);
+        let rewind = Duration::from_millis(100);
+        let config = Config {
+            rewind,
+            ..client(vec![server.url()])
+        };
+        let mut source = Source::new(config, None).unwrap();
+        let got = read_distinct(&mut source, n as usize).await;
+        let sent = server.sent();
+        assert!(sent.drops >= 1 && sent.connections >= 2, "{sent:?}");
+
+        // Nothing missing, nothing foreign, first arrivals in order.
+        assert_eq!(got.distinct(), expected);
+        // Duplicates only from the rewind: at most the events of `rewind` before the largest
+        // time seen, per reconnection (the generator spaces events by 1e6 / rate µs).
+        let rate = server.synth_config().unwrap().rate;
+        let per_reconnect = (rewind.as_secs_f64() * rate).ceil() as usize + 1;
+        let duplicates = got.events.len() - expected.len();
+        let reconnects = sent.connections as usize - 1;
+        assert!(duplicates > 0, "a reconnection resends the rewound events");
+        assert!(
+            duplicates <= reconnects * per_reconnect,
+            "{duplicates} duplicates over {reconnects} reconnections"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_stream_is_abandoned_after_the_liveness_timeout() {
+    within_deadline(async {
+        let n = 1500;
+        // Paced, so the stream outlasts the time before the first stall.
+        let server = mock(42, n, |c| {
+            c.rate = Some(3000.0);
+            c.faults.stall_after = Some(Duration::from_millis(150));
+            c.faults.stall_for = Duration::from_secs(3600);
+        })
+        .await;
+        let expected = expected(&server, n);
+        let config = Config {
+            liveness_timeout: Duration::from_millis(300),
+            rewind: Duration::from_millis(20),
+            ..client(vec![server.url()])
+        };
+        let mut source = Source::new(config, None).unwrap();
+        let got = read_distinct(&mut source, n as usize).await;
+        let sent = server.sent();
+        assert!(sent.stalls >= 1, "{sent:?}");
+        assert!(
+            sent.connections > sent.stalls.min(sent.connections - 1),
+            "{sent:?}"
+        );
+        assert!(sent.connections >= 2, "the client reconnected: {sent:?}");
+        assert_eq!(got.distinct(), expected);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fails_over_past_refusing_and_silent_hosts() {
+    within_deadline(async {
+        let n = 500;
+        let server = mock(43, n, |_| {}).await;
+        let expected = expected(&server, n);
+        // A port nobody listens on: connection refused.
+        let refused = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        // A listener that never answers the handshake: the connect timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = Config {
+            connect_timeout: Duration::from_millis(300),
+            ..client(vec![
+                format!("ws://{refused}/subscribe"),
+                format!("ws://{}/subscribe", silent.local_addr().unwrap()),
+                server.url(),
+            ])
+        };
+        let mut source = Source::new(config, None).unwrap();
+        let got = read_until(&mut source, |r| r.events.len() == n as usize).await;
+        assert_eq!(got.events, expected);
+        assert_eq!(server.sent().connections, 1);
+        assert!(source.is_connected());
+    })
+    .await;
+}
+
+/// Reads `n` distinct events and whatever else came with them from a server sending broken
+/// frames; checks that each broken frame shows up either as `Malformed` or as an event that
+/// does not decode, and that the good events are all there.
+async fn broken_frames(dictionary: Option<Vec<u8>>) -> Vec<&'static str> {
+    let n = 3000;
+    let server = mock(44, n, |c| {
+        c.faults.malformed_every = Some(50);
+        c.zstd_dictionary = dictionary.clone();
+    })
+    .await;
+    let expected = expected(&server, n);
+    let config = Config {
+        compress: dictionary.is_some(),
+        zstd_dictionary: dictionary,
+        ..client(vec![server.url()])
+    };
+    let mut source = Source::new(config, None).unwrap();
+    let mut good = Vec::new();
+    let mut undecodable = 0;
+    let mut malformed = Vec::new();
+    while good.len() < n as usize {
+        match source.next().await.unwrap() {
+            Message::Event { json, .. } => match Event::decode(&json) {
+                Ok(_) => good.push(String::from_utf8(json.to_vec()).unwrap()),
+                Err(_) => undecodable += 1,
+            },
+            Message::Malformed { reason, .. } => malformed.push(reason),
+        }
+    }
+    // The last broken frame follows the last event.
+    let sent = server.sent();
+    while malformed.len() + undecodable < sent.malformed as usize {
+        match source.next().await.unwrap() {
+            Message::Event { json, .. } => {
+                assert!(Event::decode(&json).is_err());
+                undecodable += 1;
+            }
+            Message::Malformed { reason, .. } => malformed.push(reason),
+        }
+    }
+    assert_eq!(sent.malformed, n / 50);
+    assert_eq!(malformed.len() + undecodable, sent.malformed as usize);
+    assert_eq!(good, expected);
+    assert_eq!(
+        sent.connections, 1,
+        "broken frames do not end the connection"
+    );
+    malformed
+}
+
+#[tokio::test]
+async fn malformed_frames_come_out_as_malformed_and_the_stream_goes_on() {
+    within_deadline(async {
+        let reasons = broken_frames(None).await;
+        assert!(reasons.iter().all(|r| *r == "json"), "{reasons:?}");
+        let reasons = broken_frames(Some(trained_dictionary())).await;
+        assert!(reasons.contains(&"zstd"), "{reasons:?}");
+        assert!(reasons.contains(&"json"), "{reasons:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicates_and_reordering_pass_through() {
+    within_deadline(async {
+        let n = 3000;
+        let server = mock(45, n, |c| {
+            c.faults.duplicate_every = Some(7);
+            c.faults.reorder_every = Some(11);
+        })
+        .await;
+        let expected = expected(&server, n);
+        let mut source = Source::new(client(vec![server.url()]), None).unwrap();
+        let got = read_until(&mut source, |r| {
+            r.events.len() as u64 == n + server.sent().duplicates
+                && r.distinct().len() == n as usize
+        })
+        .await;
+        let sent = server.sent();
+        assert!(sent.duplicates > 0 && sent.reordered > 0, "{sent:?}");
+        assert_eq!(got.events.len() as u64, n + sent.duplicates);
+        let distinct: HashSet<_> = got.events.iter().collect();
+        assert_eq!(distinct, expected.iter().collect());
+        let backwards = got.times.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(
+            backwards > 0,
+            "time_us goes backwards where events were swapped"
+        );
+        // The cursor is the largest time seen, not the last.
+        assert_eq!(source.cursor(), got.times.iter().copied().max());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_stops_the_server() {
+    within_deadline(async {
+        // An endless stream, as fast as the client reads.
+        let server = MockServer::start(MockConfig {
+            events: EventSource::Generated {
+                seed: 46,
+                events: None,
+                start_time_us: None,
+            },
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let expected = expected(&server, 3000);
+        let config = Config {
+            // Shorter than the pause: only time spent waiting inside `next` counts.
+            liveness_timeout: Duration::from_millis(500),
+            ..client(vec![server.url()])
+        };
+        let mut source = Source::new(config, None).unwrap();
+        let first = read_until(&mut source, |r| r.events.len() == 100).await;
+        assert_eq!(first.events, expected[..100]);
+
+        // Not reading: the socket buffers fill and the server's sends block.
+        let mut last = server.sent().events;
+        let mut steady = 0;
+        while steady < 3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = server.sent().events;
+            steady = if now == last { steady + 1 } else { 0 };
+            last = now;
+        }
+        let sent = server.sent();
+        // What the server sent is what fits in the socket buffers, and published as much
+        // (plus one batch), not an endless stream.
+        assert!(sent.events > 100);
+        assert!(sent.published <= sent.events + 256, "{sent:?}");
+        assert!(sent.events < 1_000_000, "{sent:?}");
+
+        // Reading again: the same connection, no gap.
+        let more = read_until(&mut source, |r| r.events.len() == 2900).await;
+        assert_eq!(more.events, expected[100..]);
+        assert_eq!(server.sent().connections, 1);
+    })
+    .await;
+}
