@@ -8,8 +8,8 @@ mod health;
 mod import;
 mod inspect;
 mod load;
-mod pipeline;
 mod mock_jetstream;
+mod pipeline;
 mod retain;
 
 use std::fs::File;

@@ -3,8 +3,8 @@
 
 mod import;
 mod inspect;
-mod pipeline;
 mod mock_jetstream;
+mod pipeline;
 mod retain;
 
 use std::collections::BTreeSet;

@@ -246,6 +246,8 @@ fn run_archives_exactly_what_the_mock_sent_and_its_metrics_agree() {
             &metrics_addr,
             "--max-open-bytes",
             "2MiB",
+            "--max-file-age",
+            "2s",
         ],
         &[],
     );
@@ -312,6 +314,7 @@ fn run_with_faults_and_kills_keeps_every_event_once_after_deduplication() {
     );
     let out = dir.join("data");
     let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let cursor = START_US.to_string();
     let args = [
         "run",
         "--jetstream-url",
@@ -323,6 +326,10 @@ fn run_with_faults_and_kills_keeps_every_event_once_after_deduplication() {
         "--max-open-bytes",
         "1MiB",
         "--liveness-timeout",
+        "2s",
+        "--start-cursor",
+        &cursor,
+        "--max-file-age",
         "2s",
     ];
     // Killed twice with SIGKILL mid-stream, restarted each time.
@@ -418,6 +425,8 @@ fn ingest_to_redis_to_two_writers_to_s3_holds_exactly_the_events_sent() {
             &stream,
             "--metrics-addr",
             &ingest_addr,
+            "--start-cursor",
+            &START_US.to_string(),
         ],
         &[],
     );
@@ -443,6 +452,8 @@ fn ingest_to_redis_to_two_writers_to_s3_holds_exactly_the_events_sent() {
                     &addr,
                     "--max-open-bytes",
                     "1MiB",
+                    "--max-file-age",
+                    "2s",
                 ],
                 &aws,
             );
