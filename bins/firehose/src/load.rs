@@ -39,11 +39,15 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// `run`'s bound on event JSON held in open files (see `run --help`).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     max_open_bytes: u64,
     /// `run`'s in-memory buffer size.
-    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     buffer_size: u64,
+    /// `run`'s longest wait before open files are written (short, so the last events of the
+    /// test are written soon after the mock stops).
+    #[arg(long, default_value = "1s", value_parser = parse_age)]
+    max_file_age: Duration,
     /// After the mock finished sending, wait at most this long for the writer to catch up.
     #[arg(long, default_value = "120s", value_parser = parse_age)]
     drain_timeout: Duration,
@@ -93,6 +97,10 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         )));
     }
     let events = args.rate.saturating_mul(args.duration.as_secs().max(1));
+    // `run` starts from the first event the mock publishes, however long it takes to connect.
+    let start_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
     let metrics_port = free_port()?;
 
     let mut mock = Guard(
@@ -103,6 +111,8 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             .arg(events.to_string())
             .arg("--seed")
             .arg(args.seed.to_string())
+            .arg("--start-time-us")
+            .arg(start_us.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -131,7 +141,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(format!("cannot create the run log: {e}")))?;
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let data = out.join("data");
-    let pipeline = Guard(
+    let mut pipeline = Guard(
         Command::new(&exe)
             .arg("run")
             .arg("--jetstream-url")
@@ -144,7 +154,11 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             .arg(args.max_open_bytes.to_string())
             .arg("--buffer-size")
             .arg(args.buffer_size.to_string())
-            .env("FIREHOSE_CONFIG", "")
+            .arg("--max-file-age")
+            .arg(format!("{}ms", args.max_file_age.as_millis()))
+            .arg("--start-cursor")
+            .arg(start_us.to_string())
+            .env_remove("FIREHOSE_CONFIG")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -165,18 +179,26 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         ..Report::default()
     };
     let started = Instant::now();
-    let cpu_start = cpu_seconds(pid).unwrap_or(0.0);
+    let mut cpu_start = cpu_seconds(pid).unwrap_or(0.0);
     let (mut last_written, mut last_at) = (0u64, Instant::now());
     let mut first_write: Option<(Instant, u64)> = None;
     let deadline = started + args.duration + args.drain_timeout;
     loop {
         std::thread::sleep(Duration::from_secs(1));
+        if let Ok(Some(status)) = pipeline.0.try_wait() {
+            return Err(Failure::Data(format!(
+                "run exited early with {status} (see {})",
+                out.join("run.log").display()
+            )));
+        }
         let scrape = scrape(&metrics_addr);
         let written = scrape.written;
         report.peak_rss_bytes = report.peak_rss_bytes.max(peak_rss(pid).unwrap_or(0));
         report.max_lag_s = report.max_lag_s.max(scrape.lag);
-        if written > 0 && first_write.is_none() {
+        if scrape.received > 0 && first_write.is_none() {
+            // The work starts with the first event received: CPU and rate count from there.
             first_write = Some((last_at, last_written));
+            cpu_start = cpu_seconds(pid).unwrap_or(cpu_start);
         }
         let now = Instant::now();
         let rate = (written - last_written.min(written)) as f64 / (now - last_at).as_secs_f64();

@@ -178,6 +178,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
                 consumer: "run".into(),
                 claim_idle: None,
                 drain_on_shutdown: true,
+                ack_on_read: true,
                 ..writer_config(&args.writer)
             },
         );
@@ -401,8 +402,16 @@ fn health_check(
     let latest: Arc<Mutex<Option<Result<Stats, String>>>> = Arc::default();
     let polled = latest.clone();
     let stop = shutdown.clone();
+    let written = writer.clone();
     tokio::spawn(async move {
         while !stop.is_cancelled() {
+            if let Some(writer) = &written {
+                let checkpoint = writer.checkpoint_us.load(Ordering::Relaxed);
+                if checkpoint > 0 {
+                    metrics::gauge!("firehose_checkpoint_age_seconds")
+                        .set((unix_us() - checkpoint) as f64 / 1e6);
+                }
+            }
             let stats = buffer.stats().await.map_err(|e| e.to_string());
             if let Ok(s) = &stats {
                 metrics::gauge!("firehose_buffer_events").set(s.events_unacked() as f64);
@@ -447,9 +456,6 @@ fn health_check(
             let last_ms = ingest.last_message_ms.load(Ordering::Relaxed);
             let newest = ingest.newest_time_us.load(Ordering::Relaxed);
             let lag = (newest > 0).then(|| (now_us - newest) as f64 / 1e6);
-            if let Some(lag) = lag {
-                metrics::gauge!("firehose_jetstream_lag_seconds").set(lag);
-            }
             health.details.insert(
                 "jetstream".into(),
                 serde_json::json!({
@@ -463,9 +469,6 @@ fn health_check(
             let failing = writer.failing_for.load(Ordering::Relaxed);
             let checkpoint = writer.checkpoint_us.load(Ordering::Relaxed);
             let age = (checkpoint > 0).then(|| (now_us - checkpoint) as f64 / 1e6);
-            if let Some(age) = age {
-                metrics::gauge!("firehose_checkpoint_age_seconds").set(age);
-            }
             health.details.insert(
                 "writer".into(),
                 serde_json::json!({

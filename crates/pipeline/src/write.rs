@@ -38,6 +38,11 @@ pub struct WriterConfig {
     pub drain_on_shutdown: bool,
     /// Wait between attempts to store a batch whose storage failed; doubles up to 30 s.
     pub retry_delay: Duration,
+    /// Acknowledge entries as soon as their events are in the open files, instead of after
+    /// they are stored. Only for the in-memory buffer of `run`, whose durability comes from the
+    /// checkpoint (which still only passes stored events): the buffer then holds only what the
+    /// writer has not taken yet, instead of a second copy of everything open.
+    pub ack_on_read: bool,
 }
 
 impl Default for WriterConfig {
@@ -51,6 +56,7 @@ impl Default for WriterConfig {
             read_entries: 256,
             drain_on_shutdown: false,
             retry_delay: Duration::from_millis(500),
+            ack_on_read: false,
         }
     }
 }
@@ -96,6 +102,9 @@ struct Sinks {
     parquet: ParquetOptions,
     retry_delay: Duration,
     status: Arc<WriterStatus>,
+    /// The oldest event time in the open files (`i64::MAX` when none): the checkpoint must not
+    /// pass it, even when their entries were acknowledged early.
+    oldest_open_us: AtomicI64,
 }
 
 /// Reads the buffer and writes Parquet until `shutdown` is cancelled, then flushes what is open
@@ -137,6 +146,7 @@ impl WriteLoop {
                 parquet: config.parquet.clone(),
                 retry_delay: config.retry_delay,
                 status: Arc::default(),
+                oldest_open_us: AtomicI64::new(i64::MAX),
             }),
             open: OpenFiles::new(config.policy.grace),
             config,
@@ -253,6 +263,7 @@ impl WriteLoop {
 
     /// Routes entries: those of a journaled batch to its recovery, the rest to the open files.
     async fn take(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let mut taken = Vec::new();
         for entry in entries {
             match self.journal.get(&entry.id).copied() {
                 Some(first) => {
@@ -266,17 +277,26 @@ impl WriteLoop {
                 }
                 None => {
                     self.add(&entry);
+                    taken.push(entry.id);
                     if self.open.due(&self.config.policy, Instant::now()).is_some() {
                         self.flush_open().await?;
                     }
                 }
             }
         }
+        if self.config.ack_on_read && !taken.is_empty() {
+            // After `add` lowered `oldest_open_us`, so the checkpoint cannot pass these events.
+            ack(&self.sinks, &taken).await?;
+        }
         self.count_decoded();
         Ok(())
     }
 
     fn add(&mut self, entry: &Entry) {
+        let oldest = i64::try_from(entry.batch.oldest_time_us()).unwrap_or(i64::MAX);
+        self.sinks
+            .oldest_open_us
+            .fetch_min(oldest, Ordering::SeqCst);
         self.open_ids.push(entry.id);
         for line in entry.batch.events() {
             push_line(&mut self.open, line, &mut self.decoded, &mut self.report);
@@ -328,6 +348,8 @@ impl WriteLoop {
         self.finish_in_flight().await?;
         let ids = std::mem::take(&mut self.open_ids);
         let closing = self.open.close();
+        // The closed files' events are the flush's now; it checkpoints them once stored.
+        self.sinks.oldest_open_us.store(i64::MAX, Ordering::SeqCst);
         let newest = self.newest_us;
         self.in_flight = Some(tokio::spawn(flush(
             self.sinks.clone(),
@@ -449,10 +471,19 @@ async fn flush(
         op: "stats",
         source,
     })?;
-    // Everything older than the oldest unacknowledged event is stored; with nothing
-    // unacknowledged, everything up to the newest event seen is.
-    let checkpoint = match stats.oldest_unacked_time_us {
-        Some(oldest) => i64::try_from(oldest).unwrap_or(i64::MAX),
+    // Everything older than the oldest event not yet stored (unacknowledged, or open) is
+    // stored; with nothing pending, everything up to the newest event seen is. The open files
+    // are read after the buffer: an entry acknowledged early lowered them before its ack.
+    let unacked = stats
+        .oldest_unacked_time_us
+        .map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+    let open = sinks.oldest_open_us.load(Ordering::SeqCst);
+    let checkpoint = match unacked
+        .into_iter()
+        .chain((open < i64::MAX).then_some(open))
+        .min()
+    {
+        Some(oldest) => oldest,
         None if newest_us > i64::MIN => newest_us.saturating_add(1),
         None => i64::MIN,
     };
