@@ -34,6 +34,11 @@
 //! (a corrupt zstd frame, too large, not UTF-8, no `time_us`) is a [`Message::Malformed`] that
 //! the caller dead-letters; the stream goes on.
 //!
+//! # Features
+//!
+//! `client` (default) is the WebSocket client. Without it the crate is only [`FrameDecoder`]
+//! and [`peek_time_us`], which need no network stack.
+//!
 //! # Metrics
 //!
 //! Through the [`metrics`] facade: `firehose_jetstream_connected`,
@@ -45,6 +50,7 @@
 //! # Example
 //!
 //! ```no_run
+//! # #[cfg(feature = "client")] {
 //! use firehose_jetstream::{Config, Message, Source};
 //! # async fn run() -> Result<(), firehose_jetstream::Error> {
 //! let config = Config {
@@ -59,16 +65,21 @@
 //!     }
 //! }
 //! # }
+//! # }
 //! ```
 
+#[cfg(feature = "client")]
 mod config;
 mod frame;
+#[cfg(feature = "client")]
 mod source;
 
 use std::path::PathBuf;
 
+#[cfg(feature = "client")]
 pub use config::{Config, MAX_WANTED_COLLECTIONS, MAX_WANTED_DIDS, PUBLIC_HOSTS, load_dictionary};
 pub use frame::{FrameDecoder, MAX_EVENT_BYTES, peek_time_us};
+#[cfg(feature = "client")]
 pub use source::{Options, Source};
 
 /// One message from Jetstream.
@@ -134,6 +145,7 @@ pub enum Error {
         reason: String,
     },
     /// TLS cannot be set up for `wss://` URLs.
+    #[cfg(feature = "client")]
     #[error("cannot set up TLS: {source}")]
     Tls {
         /// What rustls said.

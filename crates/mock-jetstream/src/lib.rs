@@ -25,6 +25,8 @@
 //! disconnect and reconnect, and a test can regenerate the expected set with
 //! `firehose_synth` ([`MockServer::synth_config`]) and compare.
 //!
+//! A client without a cursor starts live, as with Jetstream: with a rate, it misses what was
+//! published before it connected (connect with `cursor=0` to get everything kept).
 //! Without a rate, events are published as fast as a client reads them: a connection that
 //! has caught up makes the next batch. The server sends with TCP flow control, so a client
 //! that stops reading blocks its connection (and, without a rate, publication).

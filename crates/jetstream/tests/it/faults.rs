@@ -65,7 +65,8 @@ async fn a_stalled_stream_is_abandoned_after_the_liveness_timeout() {
             rewind: Duration::from_millis(20),
             ..client(vec![server.url()])
         };
-        let mut source = Source::new(config, None).unwrap();
+        // From the start: the paced server publishes from the moment it starts.
+        let mut source = Source::new(config, Some(0)).unwrap();
         let got = read_distinct(&mut source, n as usize).await;
         let sent = server.sent();
         assert!(sent.stalls >= 1, "{sent:?}");
