@@ -2,6 +2,8 @@
 //! into one line on stderr and an exit code (0 success, 1 runtime failure or bad data, 2 bad
 //! usage, configuration or I/O).
 
+mod cleanup_uploads;
+mod compact;
 mod generate;
 mod import;
 mod inspect;
@@ -37,6 +39,8 @@ enum Command {
     Inspect(inspect::Args),
     Import(import::Args),
     Retain(retain::Args),
+    Compact(compact::Args),
+    CleanupUploads(cleanup_uploads::Args),
     Generate(generate::Args),
 }
 
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),
+        Command::Compact(args) => compact::run(args),
+        Command::CleanupUploads(args) => cleanup_uploads::run(args),
         Command::Generate(args) => generate::run(args),
     };
     match outcome {

@@ -5,6 +5,8 @@
 mod compact;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "s3")]
+mod uploads;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
