@@ -4,6 +4,7 @@
 //! events by default) prints one line per variant: bytes of Parquet, their share of the
 //! JSON, and the encoding speed on one thread. Each variant writes what `firehose import`
 //! writes (one file per partition per chunk of events), changing one thing.
+#![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -52,6 +53,8 @@ fn options(level: i32) -> ParquetOptions {
     ParquetOptions {
         compression: Compression::Zstd,
         zstd_level: level,
+        // The parquet crate's default, as the sink had before.
+        dictionary_page_size_limit: 1 << 20,
         ..ParquetOptions::default()
     }
 }
@@ -78,16 +81,18 @@ fn sorted_by_did(batch: &RecordBatch) -> RecordBatch {
     take_record_batch(batch, &order).expect("take")
 }
 
-/// Encodes `events` as the variant says; returns the bytes of Parquet.
-fn encode_all(events: &[Event<'_>], v: &Variant) -> u64 {
+/// Encodes `events` as the variant says; returns the bytes of Parquet, and the compressed
+/// bytes per `table.column`.
+fn encode_all(events: &[Event<'_>], v: &Variant) -> (u64, BTreeMap<String, i64>) {
     let mut total = 0u64;
+    let mut columns: BTreeMap<String, i64> = BTreeMap::new();
     for chunk in events.chunks(v.chunk) {
         let mut partitions: BTreeMap<PartitionKey, BatchBuilder> = BTreeMap::new();
         for e in chunk {
             partitions.entry(e.partition()).or_default().push(e);
         }
         for builder in partitions.into_values() {
-            for (_, batch) in builder.finish().expect("arrow") {
+            for (table, batch) in builder.finish().expect("arrow") {
                 let batch = match v.order {
                     Order::Arrival => batch,
                     Order::Did => sorted_by_did(&batch),
@@ -97,12 +102,19 @@ fn encode_all(events: &[Event<'_>], v: &Variant) -> u64 {
                     ArrowWriter::try_new(&mut out, batch.schema(), Some(v.properties.clone()))
                         .expect("writer");
                 w.write(&batch).expect("write");
-                w.close().expect("close");
+                let metadata = w.close().expect("close");
+                for row_group in metadata.row_groups() {
+                    for column in row_group.columns() {
+                        *columns
+                            .entry(format!("{}.{}", table.name(), column.column_path()))
+                            .or_default() += column.compressed_size();
+                    }
+                }
                 total += out.len() as u64;
             }
         }
     }
-    total
+    (total, columns)
 }
 
 fn main() {
@@ -148,6 +160,15 @@ fn main() {
             .build(),
     });
     variants.push(Variant {
+        name: "zstd(3), no dictionary for did".into(),
+        chunk: file,
+        order: Order::Arrival,
+        properties: props(3)
+            .into_builder()
+            .set_column_dictionary_enabled(ColumnPath::from("did"), false)
+            .build(),
+    });
+    variants.push(Variant {
         name: "zstd(3), rows sorted by did".into(),
         chunk: file,
         order: Order::Did,
@@ -159,14 +180,55 @@ fn main() {
         order: Order::Arrival,
         properties: props(3),
     });
+    variants.push(Variant {
+        name: "zstd(9), 8 MiB pages and dictionaries, one file per partition".into(),
+        chunk: n,
+        order: Order::Arrival,
+        properties: props(9)
+            .into_builder()
+            .set_data_page_size_limit(8 << 20)
+            .set_dictionary_page_size_limit(8 << 20)
+            .build(),
+    });
+    variants.push(Variant {
+        name: "zstd(1), 8 MiB dictionaries".into(),
+        chunk: file,
+        order: Order::Arrival,
+        properties: props(1)
+            .into_builder()
+            .set_dictionary_page_size_limit(8 << 20)
+            .build(),
+    });
+    variants.push(Variant {
+        name: "zstd(9), one file per partition".into(),
+        chunk: n,
+        order: Order::Arrival,
+        properties: props(9),
+    });
+    variants.push(Variant {
+        name: "zstd(9), 8 MiB dictionaries, one file per partition".into(),
+        chunk: n,
+        order: Order::Arrival,
+        properties: props(9)
+            .into_builder()
+            .set_dictionary_page_size_limit(8 << 20)
+            .build(),
+    });
+    // Once untimed, so the first variant's speed does not include warming up the allocator.
+    encode_all(&events, &variants[0]);
     println!(
         "{n} generated events, {json} bytes of JSON; Parquet written as `firehose import` does, one change per line\n"
     );
     println!("| variant | Parquet bytes | share of JSON | encode events/s |");
     println!("|---|---|---|---|");
-    for v in &variants {
+    let mut largest = Vec::new();
+    for (i, v) in variants.iter().enumerate() {
         let started = Instant::now();
-        let bytes = encode_all(&events, v);
+        let (bytes, columns) = encode_all(&events, v);
+        if i == 0 {
+            largest = columns.into_iter().collect();
+            largest.sort_by_key(|(_, size)| -size);
+        }
         let secs = started.elapsed().as_secs_f64();
         println!(
             "| {} | {bytes} | {:.1}% | {:.0} |",
@@ -174,5 +236,9 @@ fn main() {
             100.0 * bytes as f64 / json as f64,
             n as f64 / secs
         );
+    }
+    println!("\nThe largest columns of the first variant (compressed bytes):\n");
+    for (column, size) in largest.iter().take(15) {
+        println!("  {column:<28} {size:>10}");
     }
 }
