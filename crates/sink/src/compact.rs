@@ -213,7 +213,8 @@ pub enum Progress<'a> {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// /// use firehose_core::Event;
+/// use std::sync::Arc;
+/// use firehose_core::Event;
 /// use firehose_sink::{BatchName, CompactOptions, LocalStorage, ParquetOptions, Storage, Writer, compact};
 ///
 /// # let dir = std::env::temp_dir().join(format!("firehose-compact-doc-{}", std::process::id()));
