@@ -3,6 +3,8 @@
 //! usage, configuration or I/O).
 
 mod config;
+mod cleanup_uploads;
+mod compact;
 mod generate;
 mod health;
 mod import;
@@ -47,6 +49,8 @@ enum Command {
     Inspect(inspect::Args),
     Import(import::Args),
     Retain(retain::Args),
+    Compact(compact::Args),
+    CleanupUploads(cleanup_uploads::Args),
     Generate(generate::Args),
     MockJetstream(mock_jetstream::Args),
 }
@@ -77,6 +81,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),
+        Command::Compact(args) => compact::run(args),
+        Command::CleanupUploads(args) => cleanup_uploads::run(args),
         Command::Generate(args) => generate::run(args),
         Command::MockJetstream(args) => mock_jetstream::run(args),
     };

@@ -70,8 +70,14 @@ impl FromStr for Compression {
 pub struct ParquetOptions {
     /// The codec.
     pub compression: Compression,
-    /// zstd level (1 to 22).
+    /// zstd level (1 to 22). Level 1 by default: on the generated corpus it is both the
+    /// fastest and, at 18.2% of the JSON against 18.4% for level 3, not larger (most of the
+    /// bytes are CIDs, random hashes that no level compresses).
     pub zstd_level: i32,
+    /// Largest dictionary per column chunk before the column falls back to plain encoding
+    /// (8 MiB by default, the parquet crate's is 1 MiB): an hour of `did`s or subject URIs
+    /// does not fit in 1 MiB, and the fallback costs about 1% of the size.
+    pub dictionary_page_size_limit: usize,
     /// Rows per row group at most. Row groups are the unit engines skip with statistics and
     /// read in parallel; 128 Ki rows of this data is a few MB compressed.
     pub max_row_group_rows: usize,
@@ -81,7 +87,8 @@ impl Default for ParquetOptions {
     fn default() -> Self {
         ParquetOptions {
             compression: Compression::Zstd,
-            zstd_level: 3,
+            zstd_level: 1,
+            dictionary_page_size_limit: 8 << 20,
             max_row_group_rows: 128 * 1024,
         }
     }
@@ -104,6 +111,7 @@ impl ParquetOptions {
             .set_compression(codec)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(self.max_row_group_rows.max(1)))
+            .set_dictionary_page_size_limit(self.dictionary_page_size_limit.max(1))
             .set_created_by(format!("firehose {}", env!("CARGO_PKG_VERSION")));
         // Rows arrive in (nearly) time order, so these columns change little from one row to
         // the next: times as small deltas, TIDs and timestamps as strings sharing a long

@@ -14,6 +14,9 @@
 //!   settings in [`ParquetOptions`] (zstd by default, statistics and page index written).
 //! - [`retain`] deletes whole hour partitions past an age ([`partition_of`] reads a path's
 //!   partition back).
+//! - [`compact()`] merges the small files of each closed hour partition into files of about
+//!   100 MB, sorted by time, without duplicate events, in a way that a crash at any step
+//!   leaves a readable dataset and the next run finishes.
 //! - [`Writer`] takes a batch of events with the buffer ids it came from, splits it by
 //!   partition (table and UTC hour of `time_us`) and stores one file per partition, named
 //!   after the batch.
@@ -36,7 +39,11 @@
 //! if the retried batch holds the same buffer ids, so the caller must record a batch's first
 //! and last id before writing it and, after a crash, rebuild exactly that batch first.
 //!
+//! Compaction keeps to the same rule: its outputs are named after the set of files they
+//! replace, are stored before any input is deleted, and a re-run after a crash takes the
+//! leftovers as inputs and converges (see [`compact()`]).
 
+pub mod compact;
 mod encode;
 mod local;
 mod retention;
@@ -46,6 +53,7 @@ pub mod s3;
 mod storage;
 mod writer;
 
+pub use compact::{CompactOptions, Compacted, PartitionCompacted, Progress, compact};
 pub use encode::{Compression, ParquetOptions, encode};
 pub use local::LocalStorage;
 pub use retention::{Retained, partition_of, retain};
@@ -108,6 +116,15 @@ pub enum Error {
     /// A setting is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Compaction could not merge a partition's files (an unreadable input, a column of
+    /// another type).
+    #[error("compacting {partition}: {reason}")]
+    Compact {
+        /// The partition, or the file, being compacted.
+        partition: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A blocking task died.
     #[error("storage task failed: {0}")]
     Task(String),

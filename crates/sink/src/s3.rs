@@ -328,12 +328,16 @@ impl S3Storage {
         Ok(parts)
     }
 
-    /// Aborts multipart uploads under the dataset started before `older_than` ago (Hetzner has
-    /// no lifecycle rule to do it); returns how many.
-    pub async fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize> {
-        let cutoff = SystemTime::now() - older_than;
+    /// Multipart uploads under the dataset that were started more than `older_than` ago and
+    /// never completed or aborted (a writer that died mid-upload leaves them, and the bucket
+    /// keeps billing their parts). Servers without `ListMultipartUploads` (s3s-fs 0.14) answer
+    /// with an error, which is returned.
+    pub async fn stale_uploads(&self, older_than: Duration) -> Result<Vec<PendingUpload>> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let prefix = self.key("");
-        let mut aborted = 0;
+        let mut stale = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
         loop {
@@ -348,31 +352,75 @@ impl S3Storage {
                 .await
                 .map_err(|e| s3_error("list multipart uploads", &prefix, e))?;
             for upload in page.uploads() {
-                let started = upload
-                    .initiated()
-                    .and_then(|t| SystemTime::try_from(*t).ok());
                 let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                     continue;
                 };
-                if started.is_some_and(|t| t < cutoff) {
-                    self.client
-                        .abort_multipart_upload()
-                        .bucket(&self.config.bucket)
-                        .key(key)
-                        .upload_id(id)
-                        .send()
-                        .await
-                        .map_err(|e| s3_error("abort multipart upload", key, e))?;
-                    aborted += 1;
+                let Some(initiated) = upload
+                    .initiated()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                else {
+                    continue;
+                };
+                if initiated < cutoff {
+                    stale.push(PendingUpload {
+                        path: self.path_of(key).to_owned(),
+                        key: key.to_owned(),
+                        upload_id: id.to_owned(),
+                        initiated,
+                    });
                 }
             }
             if page.is_truncated() != Some(true) {
-                return Ok(aborted);
+                return Ok(stale);
             }
             key_marker = page.next_key_marker().map(str::to_owned);
             id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(stale);
+            }
         }
     }
+
+    /// Aborts one multipart upload, freeing its parts. Aborting one that is already gone is
+    /// not an error.
+    pub async fn abort_upload(&self, upload: &PendingUpload) -> Result<()> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err(s3_error("abort multipart upload", &upload.path, e)),
+        }
+    }
+
+    /// Aborts multipart uploads under the dataset started before `older_than` ago (Hetzner has
+    /// no lifecycle rule to do it); returns how many.
+    pub async fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize> {
+        let stale = self.stale_uploads(older_than).await?;
+        for upload in &stale {
+            self.abort_upload(upload).await?;
+        }
+        Ok(stale.len())
+    }
+}
+
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The object's path relative to the dataset root.
+    pub path: String,
+    /// Its key in the bucket.
+    pub key: String,
+    /// The upload's id.
+    pub upload_id: String,
+    /// When it was started.
+    pub initiated: SystemTime,
 }
 
 #[async_trait]

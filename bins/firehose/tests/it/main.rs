@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod config;
+mod compact;
 mod import;
 mod inspect;
 mod mock_jetstream;

@@ -2,8 +2,11 @@
 //! and against a real S3-compatible server (`s3` module).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
+mod compact;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "s3")]
+mod uploads;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

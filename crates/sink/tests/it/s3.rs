@@ -16,13 +16,13 @@ use firehose_sink::s3::{S3Config, S3Storage, Secret};
 use firehose_sink::{BatchName, Error, ParquetOptions, Storage, Writer};
 use firehose_synth::{Config, Generator};
 
-struct Server {
+pub(crate) struct Server {
     endpoint: String,
     access_key: String,
     secret_key: String,
 }
 
-fn server() -> Option<Server> {
+pub(crate) fn server() -> Option<Server> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     match (
         var("FIREHOSE_TEST_S3_ENDPOINT"),
@@ -47,7 +47,7 @@ fn server() -> Option<Server> {
 static BUCKETS: AtomicU32 = AtomicU32::new(0);
 
 /// A storage on a fresh bucket of its own.
-async fn storage(server: &Server, config: impl FnOnce(&mut S3Config)) -> S3Storage {
+pub(crate) async fn storage(server: &Server, config: impl FnOnce(&mut S3Config)) -> S3Storage {
     let bucket = format!(
         "test-{}-{}",
         std::process::id(),
