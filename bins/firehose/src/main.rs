@@ -2,9 +2,9 @@
 //! into one line on stderr and an exit code (0 success, 1 runtime failure or bad data, 2 bad
 //! usage, configuration or I/O).
 
-mod config;
 mod cleanup_uploads;
 mod compact;
+mod config;
 mod generate;
 mod health;
 mod import;

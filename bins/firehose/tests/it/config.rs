@@ -21,7 +21,7 @@ fn file_values_become_the_defaults_that_env_and_flags_override() {
     assert!(help.contains("[default: /srv/archive]"), "{help}");
     assert!(help.contains("[default: 127.0.0.1:9999]"), "{help}");
     assert!(
-        help.contains("[default: ws://a/subscribe, ws://b/subscribe]"),
+        help.contains("[default: ws://a/subscribe ws://b/subscribe]"),
         "{help}"
     );
 }

@@ -1,8 +1,8 @@
 //! End-to-end tests of the `firehose` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-mod config;
 mod compact;
+mod config;
 mod import;
 mod inspect;
 mod mock_jetstream;
