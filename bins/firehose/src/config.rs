@@ -22,7 +22,7 @@ pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failur
         .map_err(|e| Failure::Usage(format!("config file {name}: {e}")))?;
     for (key, value) in &table {
         let flag = key.replace('_', "-");
-        let values = values(&value).ok_or_else(|| {
+        let values = values(value).ok_or_else(|| {
             Failure::Usage(format!(
                 "config file {name}: {key} must be a string, number, boolean or a list of them"
             ))
