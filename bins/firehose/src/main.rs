@@ -5,7 +5,9 @@
 mod generate;
 mod import;
 mod inspect;
+mod query;
 mod retain;
+mod serve;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -38,6 +40,8 @@ enum Command {
     Import(import::Args),
     Retain(retain::Args),
     Generate(generate::Args),
+    Query(query::Args),
+    Serve(serve::Args),
 }
 
 /// How a subcommand ended, when it did not succeed.
@@ -56,6 +60,8 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Query(args) => query::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,9 @@
 
 mod import;
 mod inspect;
+mod query;
 mod retain;
+mod serve;
 
 use std::collections::BTreeSet;
 use std::path::Path;
