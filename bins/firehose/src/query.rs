@@ -14,7 +14,7 @@ use crate::{Failure, parse_age};
 /// Exit code 0 on success, 1 when the query failed while running, 2 on bad usage or a
 /// refused query.
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(subcommand_negates_reqs = true)]
 pub(crate) struct Args {
     #[command(flatten)]
     common: Common,

@@ -67,7 +67,10 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let token = match &args.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::Usage(format!("cannot read the token file {}: {e}", path.display()))
+                Failure::Usage(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
             })?;
             Some(text.trim().to_owned())
         }
@@ -172,7 +175,10 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/hourly", get(hourly))
         .route("/top", get(top))
         .route("/account/{did}", get(account))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authorize))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authorize,
+        ))
         .route_layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -224,6 +230,16 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// A request the API cannot take: `400` with the reason.
+#[derive(Debug)]
+struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, &self.0)
+    }
+}
+
 /// The status of a query error, counting refusals by reason.
 fn query_error(e: &Error) -> Response {
     let status = match e {
@@ -242,14 +258,14 @@ fn query_error(e: &Error) -> Response {
 }
 
 /// Picks the output format: `?format=` first, then the Accept header, JSON by default.
-fn negotiate(format: Option<&str>, headers: &HeaderMap) -> Result<Format, Response> {
+fn negotiate(format: Option<&str>, headers: &HeaderMap) -> Result<Format, BadRequest> {
     if let Some(name) = format {
         return match name {
             "json" => Ok(Format::JsonArray),
             "ndjson" => Ok(Format::Json),
             other => other
                 .parse::<Format>()
-                .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string())),
+                .map_err(|e| BadRequest(e.to_string())),
         };
     }
     let accept = headers
@@ -333,9 +349,8 @@ impl RangeParams {
 type Params = Result<Query<RangeParams>, axum::extract::rejection::QueryRejection>;
 
 /// The parameters, or a JSON 400.
-fn params(p: Params) -> Result<RangeParams, Response> {
-    p.map(|Query(p)| p)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.body_text()))
+fn params(p: Params) -> Result<RangeParams, BadRequest> {
+    p.map(|Query(p)| p).map_err(|e| BadRequest(e.body_text()))
 }
 
 macro_rules! typed_route {
@@ -347,11 +362,11 @@ macro_rules! typed_route {
         ) -> Response {
             let $p = match params(p) {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             };
             let format = match negotiate($p.format.as_deref(), &headers) {
                 Ok(f) => f,
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             };
             let $range = match $p.range() {
                 Ok(r) => r,
@@ -399,11 +414,11 @@ async fn account(
 ) -> Response {
     let p = match params(p) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let format = match negotiate(p.format.as_deref(), &headers) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let range = match p.range() {
         Ok(r) => r,
@@ -433,7 +448,7 @@ async fn sql_get(
     };
     let format = match negotiate(p.format.as_deref(), &headers) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(sql) = p.q else {
         return error(StatusCode::BAD_REQUEST, "give the statement as q=");
@@ -451,7 +466,10 @@ async fn sql_post(
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             rejected("size");
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            );
         }
         Err(e) => return error(e.status(), &e.body_text()),
     };
@@ -460,7 +478,7 @@ async fn sql_post(
     };
     let format = match negotiate(p.format.as_deref(), &headers) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)

@@ -10,6 +10,7 @@
 //! `/tmp/firehose-query-bench-N`; an existing dataset there is reused), `--runs R` (default 3;
 //! the best and the first run are printed), `--no-dedup-too` to skip the comparison without
 //! de-duplication.
+#![allow(clippy::expect_used)] // a benchmark stops at the first failure, like a test
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,11 +181,36 @@ async fn suite(ds: &Dataset, runs: usize) -> Vec<Timing> {
         })
         .await,
     );
-    out.push(time("search (day, 2 words)", runs, || ds.search_posts("good morning", day, 100)).await);
-    out.push(time("events per collection per hour (day)", runs, || ds.events_per_hour(day)).await);
-    out.push(time("top liked (day)", runs, || ds.top_posts(Engagement::Likes, day, 20)).await);
-    out.push(time("top reposted (day)", runs, || ds.top_posts(Engagement::Reposts, day, 20)).await);
-    out.push(time("account activity (day)", runs, || ds.account_activity(&did, day)).await);
+    out.push(
+        time("search (day, 2 words)", runs, || {
+            ds.search_posts("good morning", day, 100)
+        })
+        .await,
+    );
+    out.push(
+        time("events per collection per hour (day)", runs, || {
+            ds.events_per_hour(day)
+        })
+        .await,
+    );
+    out.push(
+        time("top liked (day)", runs, || {
+            ds.top_posts(Engagement::Likes, day, 20)
+        })
+        .await,
+    );
+    out.push(
+        time("top reposted (day)", runs, || {
+            ds.top_posts(Engagement::Reposts, day, 20)
+        })
+        .await,
+    );
+    out.push(
+        time("account activity (day)", runs, || {
+            ds.account_activity(&did, day)
+        })
+        .await,
+    );
     for (name, sql) in [
         (
             "SQL per-collection counts",

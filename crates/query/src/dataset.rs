@@ -76,6 +76,36 @@ impl Rows {
 pub struct Dataset {
     ctx: SessionContext,
     options: QueryOptions,
+    executor: Arc<Executor>,
+}
+
+/// The runtime queries run on, apart from the caller's: DataFusion operators that produce many
+/// batches from one input batch (joins) can keep a worker busy without yielding, and the
+/// caller's timer (the time limit) and network tasks must not wait for them.
+struct Executor(Option<tokio::runtime::Runtime>);
+
+impl Executor {
+    fn new(threads: usize) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("firehose-query")
+            .enable_all()
+            .build()?;
+        Ok(Executor(Some(runtime)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Dropping a runtime from async code would block; let its threads wind down instead.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Dataset {
@@ -100,7 +130,10 @@ impl Dataset {
 
     /// Opens the dataset in a local directory (which need not exist yet: every table is then
     /// empty).
-    pub async fn open_local(path: impl AsRef<std::path::Path>, options: QueryOptions) -> Result<Dataset> {
+    pub async fn open_local(
+        path: impl AsRef<std::path::Path>,
+        options: QueryOptions,
+    ) -> Result<Dataset> {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let absolute = std::path::absolute(path).map_err(|e| Error::Open {
@@ -208,7 +241,15 @@ impl Dataset {
         let events = events_view(&ctx, &tables).map_err(|e| open_error(e.to_string()))?;
         ctx.register_table(EVENTS_VIEW, Arc::new(ViewTable::new(events, None)))
             .map_err(|e| open_error(e.to_string()))?;
-        Ok(Dataset { ctx, options })
+        let threads = options
+            .target_partitions
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        let executor = Executor::new(threads).map_err(|e| open_error(e.to_string()))?;
+        Ok(Dataset {
+            ctx,
+            options,
+            executor: Arc::new(executor),
+        })
     }
 
     /// The DataFusion context, with every table registered (for embedding: further tables,
@@ -237,21 +278,35 @@ impl Dataset {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| Error::refused(e.to_string()))?;
+        // EXPLAIN must stay the root of its plan: no row cap on it (it returns a few rows).
+        let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         let df = DataFrame::new(state, plan);
-        self.collect(df).await
+        self.run(df, !explain).await
     }
 
     /// Runs a DataFrame under the limits: time, memory (the session's pool) and rows.
     pub(crate) async fn collect(&self, df: DataFrame) -> Result<Rows> {
+        self.run(df, true).await
+    }
+
+    async fn run(&self, df: DataFrame, cap_rows: bool) -> Result<Rows> {
         let max = self.options.max_rows;
-        let limited = df
-            .limit(0, Some(max.saturating_add(1)))
-            .map_err(Error::from_planning)?;
+        let limited = if cap_rows {
+            df.limit(0, Some(max.saturating_add(1)))
+                .map_err(Error::from_planning)?
+        } else {
+            df
+        };
         let schema = Arc::clone(limited.schema().inner());
         let limit = self.options.timeout;
         // The query runs as a task of its own, so the caller gets the timeout on time even
         // while the query is busy; aborting the task cancels the query at its next yield.
-        let mut task = tokio::spawn(limited.collect());
+        let Some(executor) = self.executor.handle() else {
+            return Err(Error::Execution(DataFusionError::Internal(
+                "the query runtime is gone".into(),
+            )));
+        };
+        let mut task = executor.spawn(limited.collect());
         let batches = match tokio::time::timeout(limit, &mut task).await {
             Err(_) => {
                 task.abort();
@@ -260,7 +315,9 @@ impl Dataset {
             Ok(Err(join)) => {
                 return Err(Error::Execution(DataFusionError::External(Box::new(join))));
             }
-            Ok(Ok(result)) => result.map_err(|e| Error::from_execution(e, self.options.memory_limit))?,
+            Ok(Ok(result)) => {
+                result.map_err(|e| Error::from_execution(e, self.options.memory_limit))?
+            }
         };
         let rows = Rows { schema, batches };
         if rows.num_rows() > max {
@@ -295,9 +352,9 @@ fn events_view(
         .project(columns.clone())?
         .build()
     });
-    let first = plans.next().ok_or_else(|| {
-        datafusion::error::DataFusionError::Internal("no tables".into())
-    })??;
+    let first = plans
+        .next()
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("no tables".into()))??;
     let mut builder = LogicalPlanBuilder::from(first);
     for plan in plans {
         builder = builder.union(plan?)?;

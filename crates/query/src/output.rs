@@ -268,15 +268,18 @@ mod tests {
         let array: serde_json::Value = serde_json::from_str(&text(Format::JsonArray, &r)).unwrap();
         assert_eq!(array[1]["n"], 2);
         let table = text(Format::Table, &r);
-        assert!(table.contains("| n | text") && table.ends_with("2 rows\n"), "{table}");
+        assert!(
+            table.contains("| n | text") && table.ends_with("2 rows\n"),
+            "{table}"
+        );
         let ipc = to_bytes(Format::Arrow, &r).unwrap();
         let reader =
             datafusion::arrow::ipc::reader::StreamReader::try_new(ipc.as_slice(), None).unwrap();
         let back: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(back, r.batches);
         let parquet = bytes::Bytes::from(to_bytes(Format::Parquet, &r).unwrap());
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(parquet, 1024)
-            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(parquet, 1024).unwrap();
         assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 2);
     }
 

@@ -47,9 +47,7 @@ fn check_df_statement(statement: &DfStatement) -> Result<()> {
         DfStatement::CreateExternalTable(_) => Err(Error::refused(
             "CREATE EXTERNAL TABLE is not allowed: only the dataset's tables can be read",
         )),
-        DfStatement::CopyTo(_) => Err(Error::refused(
-            "COPY is not allowed: queries are read-only",
-        )),
+        DfStatement::CopyTo(_) => Err(Error::refused("COPY is not allowed: queries are read-only")),
         DfStatement::Reset(_) => Err(Error::refused(
             "RESET is not allowed: queries cannot change settings",
         )),

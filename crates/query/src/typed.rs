@@ -131,7 +131,8 @@ fn parse_time(text: &str) -> Result<i64> {
         s.parse().map_err(|_| bad())
     };
     let mut parts = date.split('-');
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
@@ -477,7 +478,10 @@ mod tests {
             parse_time("2026-11-20T05:30:15Z").unwrap(),
             day.start_us + 5 * HOUR_US + 30 * 60_000_000 + 15_000_000
         );
-        assert_eq!(parse_time("2026-11-20T05").unwrap(), day.start_us + 5 * HOUR_US);
+        assert_eq!(
+            parse_time("2026-11-20T05").unwrap(),
+            day.start_us + 5 * HOUR_US
+        );
         for bad in [
             "2026-11-31",
             "2026-13-01",
@@ -505,7 +509,10 @@ mod tests {
         let hours = TimeRange::parse("2026-11-20T05", "2026-11-21T02").unwrap();
         let p = hours.partition_predicate().to_string();
         assert!(p.contains("hour >= Utf8(\"05\")"), "{p}");
-        assert!(p.contains("day = Utf8(\"21\") AND hour <= Utf8(\"01\")"), "{p}");
+        assert!(
+            p.contains("day = Utf8(\"21\") AND hour <= Utf8(\"01\")"),
+            "{p}"
+        );
     }
 
     #[test]

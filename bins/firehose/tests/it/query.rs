@@ -16,11 +16,30 @@ pub(crate) fn dataset() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         let capture = dir.join("capture.jsonl");
         let c = capture.to_str().unwrap();
-        let out = firehose(&["generate", "-n", "20000", "--rate", "0.5", "--seed", "3", "-o", c], b"");
+        let out = firehose(
+            &[
+                "generate", "-n", "20000", "--rate", "0.5", "--seed", "3", "-o", c,
+            ],
+            b"",
+        );
         assert!(out.status.success());
         let data = dir.join("data");
-        let out = firehose(&["import", c, "--out", data.to_str().unwrap(), "--batch-lines", "5000"], b"");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = firehose(
+            &[
+                "import",
+                c,
+                "--out",
+                data.to_str().unwrap(),
+                "--batch-lines",
+                "5000",
+            ],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         data
     })
 }
@@ -62,7 +81,10 @@ fn sql_in_every_format() {
     let (code, out, _) = query(&["--format", "table", sql]);
     assert_eq!(code, Some(0));
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("| kind     | n ") && text.ends_with("3 rows\n"), "{text}");
+    assert!(
+        text.contains("| kind     | n ") && text.ends_with("3 rows\n"),
+        "{text}"
+    );
 
     let (code, out, _) = query(&["--format", "parquet", sql]);
     assert_eq!(code, Some(0));
@@ -90,10 +112,34 @@ fn typed_calls_as_subcommands() {
     assert!(row["unique_authors"].as_i64().unwrap() > 100);
 
     for args in [
-        &["posts", "--day", "2026-11-20", "--lang", "en", "--replies", "--limit", "5"][..],
-        &["search", "the", "--from", "2026-11-20T02", "--to", "2026-11-20T04"],
+        &[
+            "posts",
+            "--day",
+            "2026-11-20",
+            "--lang",
+            "en",
+            "--replies",
+            "--limit",
+            "5",
+        ][..],
+        &[
+            "search",
+            "the",
+            "--from",
+            "2026-11-20T02",
+            "--to",
+            "2026-11-20T04",
+        ],
         &["hourly", "--day", "2026-11-20"],
-        &["top", "--by", "reposts", "--day", "2026-11-20", "--limit", "3"],
+        &[
+            "top",
+            "--by",
+            "reposts",
+            "--day",
+            "2026-11-20",
+            "--limit",
+            "3",
+        ],
         &["account", "did:plc:nobody", "--day", "2026-11-20"],
     ] {
         let mut all = vec!["--format", "csv"];
@@ -102,7 +148,15 @@ fn typed_calls_as_subcommands() {
         assert_eq!(code, Some(0), "{args:?}: {err}");
         assert!(!out.is_empty(), "{args:?}");
     }
-    let (_, out, _) = query(&["--format", "json", "posts", "--day", "2026-11-20", "--limit", "5"]);
+    let (_, out, _) = query(&[
+        "--format",
+        "json",
+        "posts",
+        "--day",
+        "2026-11-20",
+        "--limit",
+        "5",
+    ]);
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 5);
 }
 
@@ -111,7 +165,10 @@ fn exit_codes() {
     // A refused statement: 2, with the reason.
     let (code, _, err) = query(&["DROP TABLE posts"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("query refused") && err.contains("DROP TABLE"), "{err}");
+    assert!(
+        err.contains("query refused") && err.contains("DROP TABLE"),
+        "{err}"
+    );
     let (code, _, err) = query(&["COPY posts TO '/tmp/x.csv'"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("COPY"), "{err}");
@@ -130,10 +187,20 @@ fn exit_codes() {
     std::fs::create_dir_all(&hour).unwrap();
     std::fs::write(hour.join("broken.parquet"), b"this is not parquet at all").unwrap();
     let out = firehose(
-        &["query", "--data", dir.to_str().unwrap(), "SELECT count(*) FROM posts"],
+        &[
+            "query",
+            "--data",
+            dir.to_str().unwrap(),
+            "SELECT count(*) FROM posts",
+        ],
         b"",
     );
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("query failed"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

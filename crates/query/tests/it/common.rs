@@ -70,10 +70,7 @@ pub(crate) async fn write_with_duplicates(storage: Arc<dyn Storage>, events: &[E
 
 /// A local dataset in a fresh directory, with duplicates.
 pub(crate) async fn local_dataset(name: &str, events: &[Event<'static>]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "firehose-query-it-{name}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("firehose-query-it-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     write_with_duplicates(Arc::new(LocalStorage::new(&dir)), events).await;
     dir
@@ -137,12 +134,7 @@ pub(crate) fn created_posts(events: &[Event<'_>]) -> Vec<PostRow> {
                 did: e.did.to_string(),
                 time_us: e.time_us,
                 text: p.text.as_ref().map(|t| t.to_string()),
-                langs: p
-                    .langs
-                    .iter()
-                    .flatten()
-                    .map(|l| l.to_string())
-                    .collect(),
+                langs: p.langs.iter().flatten().map(|l| l.to_string()).collect(),
                 is_reply: p.reply.is_some(),
             })
         })
@@ -186,7 +178,10 @@ pub(crate) fn engagement_counts(
 /// Events per (hour start, collection).
 pub(crate) fn per_hour(events: &[Event<'_>], start: i64, end: i64) -> BTreeMap<(i64, String), i64> {
     let mut m = BTreeMap::new();
-    for e in events.iter().filter(|e| e.time_us >= start && e.time_us < end) {
+    for e in events
+        .iter()
+        .filter(|e| e.time_us >= start && e.time_us < end)
+    {
         let hour = e.time_us.div_euclid(HOUR_US) * HOUR_US;
         *m.entry((hour, collection(e))).or_insert(0) += 1;
     }
@@ -229,7 +224,10 @@ pub(crate) fn strings(rows: &Rows, name: &str) -> Vec<Option<String>> {
 }
 
 pub(crate) fn string_values(rows: &Rows, name: &str) -> Vec<String> {
-    strings(rows, name).into_iter().map(|s| s.unwrap()).collect()
+    strings(rows, name)
+        .into_iter()
+        .map(|s| s.unwrap())
+        .collect()
 }
 
 pub(crate) fn ints(rows: &Rows, name: &str) -> Vec<i64> {

@@ -60,7 +60,9 @@ async fn a_dataset_without_files_is_empty_not_missing() {
     }
     let rows = ds.sql("SELECT * FROM posts").await.unwrap();
     assert_eq!(rows.num_rows(), 0);
-    for c in ["did", "time_us", "text", "langs", "year", "month", "day", "hour"] {
+    for c in [
+        "did", "time_us", "text", "langs", "year", "month", "day", "hour",
+    ] {
         assert!(rows.schema.index_of(c).is_ok(), "{c}");
     }
     let day = TimeRange::parse_day("2026-11-20").unwrap();

@@ -125,7 +125,11 @@ async fn one_day_opens_only_that_days_files() {
             .collect()
     };
     let day21 = posts_files("posts/year=2026/month=11/day=21/");
-    assert!(day21.len() >= 24, "at least one file per hour: {}", day21.len());
+    assert!(
+        day21.len() >= 24,
+        "at least one file per hour: {}",
+        day21.len()
+    );
     assert!(posts_files("posts/").len() > day21.len() + 24);
 
     // A typed call over one day.
@@ -158,6 +162,9 @@ async fn one_day_opens_only_that_days_files() {
         .unwrap();
     let text = shown(&plan.batches);
     assert!(text.contains("day=21"), "{text}");
-    assert!(!text.contains("day=20") && !text.contains("day=22"), "{text}");
+    assert!(
+        !text.contains("day=20") && !text.contains("day=22"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
