@@ -21,14 +21,16 @@
 //! Jetstream is at-least-once: after a reconnect it replays a few seconds, so until compaction
 //! the same event can sit in two files. A key design decision made in this crate is that every
 //! table is registered behind a de-duplicating provider: it scans the files with the query's
-//! filters pushed into the scan (so pruning still works), then keeps one row per event key
-//! (`did, rkey, rev` in a collection's own table, plus `collection` in `records`; `did,
-//! time_us` for identity and account events) with a hash aggregation over the key and the
-//! columns the query needs. Filters run before that aggregation, which is correct because two
-//! deliveries of an event carry the same record. `time_us` (which differs when the replay came
-//! from another Jetstream host) and the partition columns of a commit take the earliest
-//! delivery's value (`min`). [`QueryOptions::dedup`] turns it off for datasets known to be
-//! compacted.
+//! filters pushed into the scan (so pruning still works, and the filters run before the
+//! de-duplication, which is correct because two deliveries of an event carry the same record),
+//! then passes each event key once (`did, rkey, rev` in a collection's own table, plus
+//! `collection` in `records`; `did, time_us` for identity and account events). The
+//! de-duplication is a streaming filter, not an aggregation: rows are hash-partitioned by key
+//! and each partition remembers a 128-bit hash of the keys it has passed (16 bytes a row,
+//! counted against the memory limit), so it reads only the key columns to decide, never groups
+//! long texts, keeps the first delivery as it is, and stops early under a `LIMIT`.
+//! [`QueryOptions::dedup`] turns it off for datasets known to be compacted; the benchmark
+//! (`benches/day.rs`) measures both.
 //!
 //! ```no_run
 //! # async fn demo() -> firehose_query::Result<()> {

@@ -255,9 +255,34 @@ async fn account_activity(ds: &Dataset, events: &[Event<'static>]) {
             )
             .map(|(((c, o), n), (f, l))| ((c, o), (n, f, l)))
             .collect();
-    assert_eq!(got, want);
+    let got: Vec<_> = got
+        .into_iter()
+        .map(|(k, (n, f, l))| (k, (f, l, n)))
+        .collect();
+    let want: Vec<_> = want
+        .into_iter()
+        .map(|(k, (n, f, l))| (k, (f, l, n)))
+        .collect();
+    assert_same_times(&got, &want);
     let counts = ints(&rows, "events");
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "most events first");
+}
+
+/// Equal keys and counts, and first and last times equal up to the one second by which a
+/// delivery from another Jetstream host differs (which delivery of an event is kept is not
+/// defined; that it is kept once is).
+fn assert_same_times<K: PartialEq + std::fmt::Debug>(
+    got: &[(K, (i64, i64, i64))],
+    want: &[(K, (i64, i64, i64))],
+) {
+    assert_eq!(got.len(), want.len(), "{got:?}\n{want:?}");
+    for ((gk, (gf, gl, gn)), (wk, (wf, wl, wn))) in got.iter().zip(want) {
+        assert_eq!((gk, gn), (wk, wn), "{got:?}\n{want:?}");
+        assert!(
+            (gf - wf).abs() <= 1_000_000 && (gl - wl).abs() <= 1_000_000,
+            "{gk:?}"
+        );
+    }
 }
 
 async fn sql_answers(ds: &Dataset, events: &[Event<'static>]) {
@@ -336,7 +361,7 @@ async fn sql_answers(ds: &Dataset, events: &[Event<'static>]) {
         )
         .map(|(d, ((f, l), n))| (d, (f, l, n)))
         .collect();
-    assert_eq!(got, ranked);
+    assert_same_times(&got, &ranked);
 
     // Hourly activity of one day through the partition columns.
     let rows = ds
