@@ -12,7 +12,9 @@ mod inspect;
 mod load;
 mod mock_jetstream;
 mod pipeline;
+mod query;
 mod retain;
+mod serve;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -53,6 +55,8 @@ enum Command {
     CleanupUploads(cleanup_uploads::Args),
     Generate(generate::Args),
     MockJetstream(mock_jetstream::Args),
+    Query(query::Args),
+    Serve(serve::Args),
 }
 
 /// How a subcommand ended, when it did not succeed.
@@ -85,6 +89,8 @@ fn main() -> ExitCode {
         Command::CleanupUploads(args) => cleanup_uploads::run(args),
         Command::Generate(args) => generate::run(args),
         Command::MockJetstream(args) => mock_jetstream::run(args),
+        Command::Query(args) => query::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

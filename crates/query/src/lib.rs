@@ -1,7 +1,64 @@
-//! Query facade over a firehose dataset.
+//! Query facade over a firehose dataset: DataFusion, with the dataset's layout built in.
 //!
-//! This crate will register every table of a dataset (local or S3) in DataFusion with its Hive
-//! partition columns, remove duplicate events by event key, offer typed queries that build
-//! expressions instead of SQL strings, and run read-only SQL under time and memory limits.
+//! # Layout
 //!
-//! It has no content yet: see issue "Query facade".
+//! - [`Dataset`] opens a dataset (a local directory or `s3://bucket/prefix`) and registers every
+//!   [`Table`](firehose_core::Table) with its Hive partition columns (`year, month, day, hour`,
+//!   as zero-padded strings, the way the sink names the directories), plus an `events` view over
+//!   all tables with the envelope columns. A table with no files yet is empty, not missing.
+//! - [`Dataset::sql`] runs read-only SQL: one `SELECT`, `WITH` or `EXPLAIN` statement, checked on
+//!   the parsed statement ([`check_read_only`]), under a time limit, a memory limit (DataFusion's
+//!   memory pool) and a cap on the rows returned ([`QueryOptions`]).
+//! - The typed calls ([`Dataset::posts`], [`Dataset::daily_stats`], [`Dataset::search_posts`],
+//!   [`Dataset::events_per_hour`], [`Dataset::top_posts`], [`Dataset::account_activity`]) build
+//!   DataFusion expressions from their arguments; no SQL text ever holds user input. A time
+//!   range becomes both a `time_us` predicate and partition predicates, so only the files of
+//!   the hours in range are opened.
+//! - [`output`] writes results as a table for people, CSV, JSON lines, Arrow IPC or Parquet.
+//!
+//! # Duplicates
+//!
+//! Jetstream is at-least-once: after a reconnect it replays a few seconds, so until compaction
+//! the same event can sit in two files. A key design decision made in this crate is that every
+//! table is registered behind a de-duplicating provider: it scans the files with the query's
+//! filters pushed into the scan (so pruning still works, and the filters run before the
+//! de-duplication, which is correct because two deliveries of an event carry the same record),
+//! then passes each event key once (`did, rkey, rev` in a collection's own table, plus
+//! `collection` in `records`; `did, time_us` for identity and account events). The
+//! de-duplication is a streaming filter, not an aggregation: rows are hash-partitioned by key
+//! and each partition remembers a 128-bit hash of the keys it has passed (16 bytes a row,
+//! counted against the memory limit), so it reads only the key columns to decide, never groups
+//! long texts, keeps the first delivery as it is, and stops early under a `LIMIT`.
+//! [`QueryOptions::dedup`] turns it off for datasets known to be compacted; the benchmark
+//! (`benches/day.rs`) measures both.
+//!
+//! ```no_run
+//! # async fn demo() -> firehose_query::Result<()> {
+//! use firehose_query::{Dataset, QueryOptions, TimeRange, output::Format};
+//! let dataset = Dataset::open("./data", QueryOptions::default()).await?;
+//! let day = TimeRange::parse_day("2026-11-20")?;
+//! let stats = dataset.daily_stats(day).await?;
+//! let per_collection = dataset.sql("SELECT collection, count(*) FROM events GROUP BY 1").await?;
+//! firehose_query::output::write(Format::Table, &stats, std::io::stdout())?;
+//! # let _ = per_collection; Ok(()) }
+//! ```
+
+mod dataset;
+mod dedup;
+mod error;
+pub mod output;
+mod readonly;
+mod s3;
+mod typed;
+
+pub use dataset::{Dataset, QueryOptions, Rows};
+pub use error::{Error, Result};
+pub use readonly::check_read_only;
+pub use s3::{S3Options, Secret};
+pub use typed::{Engagement, PostQuery, TimeRange};
+
+/// The table (view) that holds every event with the envelope and partition columns.
+pub const EVENTS_VIEW: &str = "events";
+
+/// The Hive partition columns, in path order.
+pub const PARTITION_COLUMNS: [&str; 4] = ["year", "month", "day", "hour"];

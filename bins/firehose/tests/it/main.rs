@@ -7,7 +7,9 @@ mod import;
 mod inspect;
 mod mock_jetstream;
 mod pipeline;
+mod query;
 mod retain;
+mod serve;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,0 +1,290 @@
+//! Generates one day of events at a given volume, writes it as the sink does, and times every
+//! typed call and a few SQL queries on it.
+//!
+//! ```sh
+//! cargo bench -p firehose-query --bench day -- --events 8100000   # the seed's volume
+//! cargo bench -p firehose-query --bench day -- --events 29000000  # 2026's volume
+//! ```
+//!
+//! Options: `--events N` (default 8,100,000), `--dir PATH` (default
+//! `/tmp/firehose-query-bench-N`; an existing dataset there is reused), `--runs R` (default 3;
+//! the best and the first run are printed), `--no-dedup-too` to skip the comparison without
+//! de-duplication.
+#![allow(clippy::expect_used)] // a benchmark stops at the first failure, like a test
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use firehose_core::Event;
+use firehose_query::{Dataset, Engagement, PostQuery, QueryOptions, Rows, TimeRange};
+use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer};
+use firehose_synth::{Config, Generator};
+
+const DAY_US: i64 = 86_400_000_000;
+/// 2026-11-20T00:00:00Z.
+const START_US: i64 = 1_763_596_800_000_000 + 365 * DAY_US;
+
+struct Args {
+    events: u64,
+    dir: std::path::PathBuf,
+    runs: usize,
+    compare: bool,
+}
+
+fn args() -> Args {
+    let mut events = 8_100_000u64;
+    let mut dir = None;
+    let mut runs = 3;
+    let mut compare = true;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--events" => events = it.next().and_then(|v| v.parse().ok()).unwrap_or(events),
+            "--dir" => dir = it.next().map(Into::into),
+            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
+            "--no-dedup-too" => compare = false,
+            // cargo bench passes --bench.
+            _ => {}
+        }
+    }
+    let dir = dir.unwrap_or_else(|| format!("/tmp/firehose-query-bench-{events}").into());
+    Args {
+        events,
+        dir,
+        runs: runs.max(1),
+        compare,
+    }
+}
+
+async fn generate(args: &Args) {
+    let marker = args.dir.join(".complete");
+    if marker.exists() {
+        println!("reusing the dataset in {}", args.dir.display());
+        return;
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    let rate = args.events as f64 / 86_400.0;
+    println!(
+        "generating {} events over one day ({rate:.1}/s) into {}",
+        args.events,
+        args.dir.display()
+    );
+    let started = Instant::now();
+    let writer = Writer::new(
+        Arc::new(LocalStorage::new(&args.dir)),
+        ParquetOptions::default(),
+    );
+    let mut generator = Generator::new(Config {
+        seed: 2026,
+        rate,
+        start_time_us: START_US,
+        ..Config::default()
+    });
+    let batch = 200_000u64;
+    let mut written = 0u64;
+    let mut files = 0usize;
+    let mut bytes = 0u64;
+    while written < args.events {
+        let n = batch.min(args.events - written);
+        let events: Vec<Event<'static>> = (0..n).map(|_| generator.next_event()).collect();
+        let name = BatchName::new(
+            &format!("{written:012}"),
+            &format!("{:012}", written + n - 1),
+        )
+        .expect("valid batch name");
+        let committed = writer.write(&name, &events).await.expect("write");
+        files += committed.files.len();
+        bytes += committed.bytes();
+        written += n;
+    }
+    std::fs::write(&marker, b"").expect("marker");
+    println!(
+        "wrote {written} events in {files} files, {:.1} MB, in {:.1} s",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+struct Timing {
+    name: &'static str,
+    first: Duration,
+    best: Duration,
+    rows: usize,
+}
+
+async fn time<F, Fut>(name: &'static str, runs: usize, mut f: F) -> Timing
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = firehose_query::Result<Rows>>,
+{
+    let mut first = None;
+    let mut best = Duration::MAX;
+    let mut rows = 0;
+    for _ in 0..runs {
+        let started = Instant::now();
+        let result = f().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let took = started.elapsed();
+        first.get_or_insert(took);
+        best = best.min(took);
+        rows = result.num_rows();
+    }
+    Timing {
+        name,
+        first: first.unwrap_or_default(),
+        best,
+        rows,
+    }
+}
+
+async fn suite(ds: &Dataset, runs: usize) -> Vec<Timing> {
+    let day = TimeRange::new(START_US, START_US + DAY_US).expect("range");
+    let hour = TimeRange::new(START_US + 12 * 3_600_000_000, START_US + 13 * 3_600_000_000)
+        .expect("range");
+    // The most active account, found once (not timed).
+    let top = ds
+        .sql("SELECT did FROM posts GROUP BY did ORDER BY count(*) DESC, did LIMIT 1")
+        .await
+        .expect("top account");
+    let did = top
+        .batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            datafusion::arrow::array::AsArray::as_string_opt::<i32>(b.column(0))
+                .map(|a| a.value(0).to_owned())
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    out.push(time("stats (day)", runs, || ds.daily_stats(day)).await);
+    out.push(
+        time("posts (day, lang=en, replies, 100)", runs, || {
+            let mut q = PostQuery::new(day);
+            q.lang = Some("en".into());
+            q.is_reply = Some(true);
+            async move { ds.posts(&q).await }
+        })
+        .await,
+    );
+    out.push(
+        time("posts (day, author)", runs, || {
+            let mut q = PostQuery::new(day);
+            q.author = Some(did.clone());
+            async move { ds.posts(&q).await }
+        })
+        .await,
+    );
+    out.push(
+        time("posts (hour, text contains)", runs, || {
+            let mut q = PostQuery::new(hour);
+            q.text_contains = Some("coffee".into());
+            async move { ds.posts(&q).await }
+        })
+        .await,
+    );
+    out.push(
+        time("search (day, 2 words)", runs, || {
+            ds.search_posts("good morning", day, 100)
+        })
+        .await,
+    );
+    out.push(
+        time("events per collection per hour (day)", runs, || {
+            ds.events_per_hour(day)
+        })
+        .await,
+    );
+    out.push(
+        time("top liked (day)", runs, || {
+            ds.top_posts(Engagement::Likes, day, 20)
+        })
+        .await,
+    );
+    out.push(
+        time("top reposted (day)", runs, || {
+            ds.top_posts(Engagement::Reposts, day, 20)
+        })
+        .await,
+    );
+    out.push(
+        time("account activity (day)", runs, || {
+            ds.account_activity(&did, day)
+        })
+        .await,
+    );
+    for (name, sql) in [
+        (
+            "SQL per-collection counts",
+            "SELECT coalesce(collection, kind) AS c, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC",
+        ),
+        (
+            "SQL unique users per collection",
+            "SELECT collection, count(DISTINCT did) FROM events WHERE kind = 'commit' GROUP BY 1",
+        ),
+        (
+            "SQL hourly activity",
+            "SELECT hour, count(*) FROM events WHERE year = '2026' AND month = '11' AND day = '20' GROUP BY hour ORDER BY hour",
+        ),
+        (
+            "SQL per-user first and last post",
+            "SELECT did, min(time_us), max(time_us), count(*) AS n FROM posts WHERE operation = 'create' GROUP BY did ORDER BY n DESC LIMIT 100",
+        ),
+    ] {
+        out.push(time(name, runs, || ds.sql(sql)).await);
+    }
+    out
+}
+
+fn print(title: &str, timings: &[Timing]) {
+    println!("\n{title}");
+    println!("| call | first run | best of runs | rows |");
+    println!("|---|---|---|---|");
+    for t in timings {
+        println!(
+            "| {} | {:.3} s | {:.3} s | {} |",
+            t.name,
+            t.first.as_secs_f64(),
+            t.best.as_secs_f64(),
+            t.rows
+        );
+    }
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        generate(&args).await;
+        let options = QueryOptions {
+            timeout: Duration::from_secs(600),
+            max_rows: 10_000_000,
+            ..QueryOptions::default()
+        };
+        let ds = Dataset::open_local(&args.dir, options.clone())
+            .await
+            .expect("open");
+        let timings = suite(&ds, args.runs).await;
+        print(
+            &format!("{} events, de-duplicated (the default)", args.events),
+            &timings,
+        );
+        if args.compare {
+            let raw = Dataset::open_local(
+                &args.dir,
+                QueryOptions {
+                    dedup: false,
+                    ..options
+                },
+            )
+            .await
+            .expect("open");
+            let timings = suite(&raw, args.runs).await;
+            print(
+                &format!("{} events, without de-duplication", args.events),
+                &timings,
+            );
+        }
+    });
+}
