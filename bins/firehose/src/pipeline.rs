@@ -80,7 +80,7 @@ pub(crate) struct WriterArgs {
     #[arg(long, env = "FIREHOSE_HOUR_GRACE", default_value = "3m", value_parser = parse_age)]
     hour_grace: Duration,
     /// Close files when they hold this much event JSON (bounds the writer's memory).
-    #[arg(long, env = "FIREHOSE_MAX_OPEN_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, env = "FIREHOSE_MAX_OPEN_BYTES", default_value = "32MiB", value_parser = parse_size)]
     max_open_bytes: u64,
 }
 

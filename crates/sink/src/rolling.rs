@@ -33,7 +33,7 @@ pub struct RollPolicy {
     /// How long after its end an hour still takes late events in its open file (default 3
     /// minutes). Events older than that still go to their own hour, in a file of their own.
     pub grace: Duration,
-    /// Most JSON bytes held in open files (default 64 MiB).
+    /// Most JSON bytes held in open files (default 32 MiB).
     pub max_open_bytes: u64,
 }
 
@@ -43,7 +43,7 @@ impl Default for RollPolicy {
             target_file_bytes: 100_000_000,
             max_age: Duration::from_secs(300),
             grace: Duration::from_secs(180),
-            max_open_bytes: 64 * 1024 * 1024,
+            max_open_bytes: 32 * 1024 * 1024,
         }
     }
 }
