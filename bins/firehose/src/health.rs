@@ -12,7 +12,7 @@ use crate::Failure;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The process's metrics address (`--metrics-addr`, or `--addr` of `serve`). An
-    /// unspecified host (0.0.0.0, [::]) is asked on loopback.
+    /// unspecified host (`0.0.0.0`, `[::]`) is asked on loopback.
     #[arg(long, env = "FIREHOSE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     addr: SocketAddr,
     /// Give up after this long.

@@ -12,7 +12,7 @@
 //! - [`state`]: where the checkpoint and the batch journal live: beside the dataset for the
 //!   all-in-one `run` ([`state::DatasetState`]), in Redis beside the stream for `ingest` /
 //!   `write` (`state::RedisState`).
-//! - [`line`]: how a buffered line carries either an event or a dead letter.
+//! - [`mod@line`]: how a buffered line carries either an event or a dead letter.
 //!
 //! # Why this order
 //!

@@ -9,7 +9,8 @@
 //!   `process_cpu_seconds_total`) and free space of watched directories
 //!   (`firehose_disk_available_bytes`, `firehose_disk_size_bytes`).
 //! - [`router`] answers `GET /metrics` and `GET /health` (200 or 503 with a JSON status from a
-//!   [`HealthCheck`]); [`serve`] runs it until a shutdown future completes.
+//!   [`HealthCheck`]); [`bind`] binds an address and serves it until a shutdown future
+//!   completes.
 //! - [`init_logging`] sets up `tracing`: human-readable by default, JSON lines on request,
 //!   filtered by `RUST_LOG` (default `info`).
 //!
