@@ -35,9 +35,9 @@
 //! at any point leaves either no file or the complete file, and the re-run converges on the
 //! same dataset.
 //!
-//! A caveat for the pipeline that will drive this writer: a retry only lands on the same names
-//! if the retried batch holds the same buffer ids, so the caller must record a batch's first
-//! and last id before writing it and, after a crash, rebuild exactly that batch first.
+//! A retry only lands on the same names if the retried batch holds the same buffer ids, so the
+//! caller records a batch's ids before writing it and, after a crash, rebuilds exactly that
+//! batch first: `firehose-pipeline` does this with its batch journal.
 //!
 //! Compaction keeps to the same rule: its outputs are named after the set of files they
 //! replace, are stored before any input is deleted, and a re-run after a crash takes the
