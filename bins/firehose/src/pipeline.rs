@@ -100,16 +100,33 @@ pub(crate) struct ServiceArgs {
 }
 
 /// The Redis buffer.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub(crate) struct RedisArgs {
     /// Redis URL, `redis://host:6379` or `rediss://` for TLS. The password comes from
     /// FIREHOSE_REDIS_PASSWORD (and the user from FIREHOSE_REDIS_USERNAME), never from the URL
     /// in logs.
-    #[arg(long, env = "FIREHOSE_REDIS_URL")]
+    #[arg(long, env = "FIREHOSE_REDIS_URL", hide_env_values = true)]
     redis_url: String,
     /// The stream key.
     #[arg(long, env = "FIREHOSE_REDIS_STREAM", default_value = "firehose:events")]
     redis_stream: String,
+}
+
+impl std::fmt::Debug for RedisArgs {
+    /// Without the URL's user and password, should someone put them there.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match self.redis_url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.redis_url.clone(),
+            },
+            None => "***".into(),
+        };
+        f.debug_struct("RedisArgs")
+            .field("redis_url", &url)
+            .field("redis_stream", &self.redis_stream)
+            .finish()
+    }
 }
 
 /// Archive Jetstream to Parquet in one process: Jetstream → in-memory buffer → writer → local
@@ -518,4 +535,26 @@ fn unix_us() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls_lose_their_credentials_in_debug_output() {
+        let args = RedisArgs {
+            redis_url: "rediss://writer:s3cret-pw@redis.internal:6380/0".into(),
+            redis_stream: "firehose:events".into(),
+        };
+        let shown = format!("{args:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && !shown.contains("writer"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("rediss://***@redis.internal:6380/0"),
+            "{shown}"
+        );
+    }
 }
