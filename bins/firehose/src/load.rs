@@ -139,7 +139,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", out.display())))?;
     let log = std::fs::File::create(out.join("run.log"))
         .map_err(|e| Failure::Usage(format!("cannot create the run log: {e}")))?;
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
     let data = out.join("data");
     let mut pipeline = Guard(
         Command::new(&exe)
@@ -149,7 +149,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             .arg("--out")
             .arg(&data)
             .arg("--metrics-addr")
-            .arg(&metrics_addr)
+            .arg(metrics_addr.to_string())
             .arg("--max-open-bytes")
             .arg(args.max_open_bytes.to_string())
             .arg("--buffer-size")
@@ -191,7 +191,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
                 out.join("run.log").display()
             )));
         }
-        let scrape = scrape(&metrics_addr);
+        let scrape = scrape(metrics_addr);
         let written = scrape.written;
         report.peak_rss_bytes = report.peak_rss_bytes.max(peak_rss(pid).unwrap_or(0));
         report.max_lag_s = report.max_lag_s.max(scrape.lag);
@@ -266,8 +266,6 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-use std::io::Write as _;
-
 fn free_port() -> Result<u16, Failure> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -302,8 +300,8 @@ struct Scrape {
 }
 
 /// A few figures from `run`'s `/metrics` (zeros when it does not answer yet).
-fn scrape(addr: &str) -> Scrape {
-    let Ok(text) = http_get(addr, "/metrics") else {
+fn scrape(addr: std::net::SocketAddr) -> Scrape {
+    let Ok(text) = crate::health::http_get(addr, "/metrics", Duration::from_secs(5)) else {
         return Scrape::default();
     };
     let mut scrape = Scrape::default();
@@ -321,19 +319,6 @@ fn scrape(addr: &str) -> Scrape {
         }
     }
     scrape
-}
-
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
 }
 
 /// User plus system CPU seconds of a process, from `/proc/<pid>/stat` (Linux clock ticks of

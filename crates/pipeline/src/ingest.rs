@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use firehose_buffer::{Batch, Buffer};
@@ -149,7 +149,7 @@ impl IngestLoop {
     }
 
     fn receive(&self, pending: &mut Pending, message: Message) {
-        let now_ms = unix_ms();
+        let now_ms = crate::unix_us() / 1000;
         self.status.received.fetch_add(1, Ordering::Relaxed);
         self.status.last_message_ms.store(now_ms, Ordering::Relaxed);
         pending.since.get_or_insert_with(Instant::now);
@@ -192,11 +192,4 @@ fn take_batch(pending: &mut Pending) -> Batch {
     pending.since = None;
     let lines = std::mem::take(&mut pending.lines);
     Batch::new(lines, u64::try_from(pending.oldest_us).unwrap_or(0))
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

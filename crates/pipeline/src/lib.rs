@@ -174,3 +174,10 @@ pub fn describe_metrics() {
     );
     let _ = metrics::histogram!("firehose_writer_batch_duration_seconds");
 }
+
+/// Now as Unix microseconds (0 before 1970).
+pub(crate) fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}

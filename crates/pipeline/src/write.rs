@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use firehose_buffer::{Buffer, Entry, EntryId};
 use firehose_core::{Event, Table};
@@ -393,7 +393,7 @@ fn push_line(
         Err(e) => dead_letter(
             open,
             DeadLetter {
-                received_us: unix_us(),
+                received_us: crate::unix_us(),
                 reason: e.category().to_owned(),
                 error: e.to_string(),
                 raw: line.clone(),
@@ -561,11 +561,4 @@ fn reason_label(reason: &str) -> &'static str {
         .into_iter()
         .find(|k| *k == reason)
         .unwrap_or("other")
-}
-
-fn unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
