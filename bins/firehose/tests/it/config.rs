@@ -1,7 +1,7 @@
 //! Settings from a TOML file: the lowest layer, under the environment and the flags.
 
 use crate::firehose;
-use crate::pipeline::temp_dir;
+use crate::harness::temp_dir;
 
 fn config_file(name: &str, text: &str) -> String {
     let path = temp_dir(name).join("firehose.toml");

@@ -3,9 +3,12 @@
 
 mod compact;
 mod config;
+mod crash;
+mod harness;
 mod import;
 mod inspect;
 mod mock_jetstream;
+mod outage;
 mod pipeline;
 mod query;
 mod retain;

@@ -1,0 +1,1 @@
+//! Outages: Redis restarted, the object store down.
