@@ -1,6 +1,6 @@
 //! The write loop: buffer entries in, Parquet files out, then acknowledge, then checkpoint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -115,6 +115,15 @@ pub struct WriteLoop {
     config: WriterConfig,
     open: OpenFiles,
     open_ids: Vec<EntryId>,
+    /// The entries in the open files and in the batch being stored. The buffer gives a
+    /// consumer its unacknowledged entries again after a failed read (Redis restarting, a
+    /// connection dropped): those it holds already are not taken twice.
+    held: HashSet<EntryId>,
+    /// The entries of the batch being stored.
+    in_flight_ids: Vec<EntryId>,
+    /// Entries stored and acknowledged, still in `held` until the next read is sent: a reply
+    /// to a read sent before their acknowledgement may still hold them.
+    acknowledged: Vec<EntryId>,
     /// Newest event time in the open files and in everything stored.
     newest_us: i64,
     journal: HashMap<EntryId, EntryId>,
@@ -151,6 +160,9 @@ impl WriteLoop {
             open: OpenFiles::new(config.policy.grace),
             config,
             open_ids: Vec::new(),
+            held: HashSet::new(),
+            in_flight_ids: Vec::new(),
+            acknowledged: Vec::new(),
             newest_us: i64::MIN,
             journal: HashMap::new(),
             recovering: BTreeMap::new(),
@@ -174,6 +186,7 @@ impl WriteLoop {
                 && Instant::now() >= next_claim
             {
                 next_claim = Instant::now() + Duration::from_secs(30);
+                self.release_acknowledged();
                 let claimed = self
                     .sinks
                     .buffer
@@ -193,6 +206,7 @@ impl WriteLoop {
                 }
             }
             let block = self.time_until_due().min(Duration::from_secs(1));
+            self.release_acknowledged();
             let entries = tokio::select! {
                 read = self.sinks.buffer.read(&self.config.consumer, self.config.read_entries, block) => {
                     read.map_err(|source| Error::Buffer { op: "read", source })?
@@ -207,6 +221,7 @@ impl WriteLoop {
         }
         if self.config.drain_on_shutdown {
             loop {
+                self.release_acknowledged();
                 let entries = self
                     .sinks
                     .buffer
@@ -275,6 +290,9 @@ impl WriteLoop {
                         self.rewrite(first).await?;
                     }
                 }
+                None if self.held.contains(&entry.id) => {
+                    debug!(entry = %entry.id, "Skipped an entry delivered again while held.");
+                }
                 None => {
                     self.add(&entry);
                     taken.push(entry.id);
@@ -298,6 +316,7 @@ impl WriteLoop {
             .oldest_open_us
             .fetch_min(oldest, Ordering::SeqCst);
         self.open_ids.push(entry.id);
+        self.held.insert(entry.id);
         for line in entry.batch.events() {
             push_line(&mut self.open, line, &mut self.decoded, &mut self.report);
         }
@@ -347,6 +366,7 @@ impl WriteLoop {
         }
         self.finish_in_flight().await?;
         let ids = std::mem::take(&mut self.open_ids);
+        self.in_flight_ids.clone_from(&ids);
         let closing = self.open.close();
         // The closed files' events are the flush's now; it checkpoints them once stored.
         self.sinks.oldest_open_us.store(i64::MAX, Ordering::SeqCst);
@@ -370,8 +390,16 @@ impl WriteLoop {
             self.open.observe(&flushed.sealed);
             self.report.events += flushed.events;
             self.report.batches += 1;
+            self.acknowledged.append(&mut self.in_flight_ids);
         }
         Ok(())
+    }
+
+    /// Called before each read: entries acknowledged by now are never delivered again.
+    fn release_acknowledged(&mut self) {
+        for id in self.acknowledged.drain(..) {
+            self.held.remove(&id);
+        }
     }
 }
 

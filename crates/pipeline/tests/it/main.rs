@@ -328,3 +328,111 @@ async fn two_writers_share_a_redis_group_and_write_each_event_once() {
     let checkpoint = state.checkpoint().await.unwrap().unwrap();
     assert!(checkpoint > expected[0] && checkpoint <= expected[expected.len() - 1] + 1);
 }
+
+/// A buffer that gives a consumer its unacknowledged entries again, as Redis does after a
+/// failed read (the server restarting, a connection dropped): every third read returns every
+/// entry delivered and not acknowledged yet, instead of new ones.
+#[derive(Debug)]
+struct Redelivering {
+    inner: InMemory,
+    pending: std::sync::Mutex<std::collections::BTreeMap<EntryId, firehose_buffer::Entry>>,
+    reads: std::sync::atomic::AtomicU64,
+    redelivered: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Display for Redelivering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redelivering({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl Buffer for Redelivering {
+    async fn append(&self, batch: Batch) -> firehose_buffer::Result<EntryId> {
+        self.inner.append(batch).await
+    }
+
+    async fn read(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> firehose_buffer::Result<Vec<firehose_buffer::Entry>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.reads.fetch_add(1, Relaxed) % 3 == 2 {
+            let again: Vec<_> = self.pending.lock().unwrap().values().cloned().collect();
+            if !again.is_empty() {
+                self.redelivered.fetch_add(again.len() as u64, Relaxed);
+                return Ok(again);
+            }
+        }
+        let entries = self.inner.read(consumer, count, block).await?;
+        let mut pending = self.pending.lock().unwrap();
+        for entry in &entries {
+            pending.insert(entry.id, entry.clone());
+        }
+        Ok(entries)
+    }
+
+    async fn ack(&self, ids: &[EntryId]) -> firehose_buffer::Result<u64> {
+        {
+            let mut pending = self.pending.lock().unwrap();
+            for id in ids {
+                pending.remove(id);
+            }
+        }
+        self.inner.ack(ids).await
+    }
+
+    async fn claim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> firehose_buffer::Result<Vec<firehose_buffer::Entry>> {
+        self.inner.claim(consumer, min_idle, count).await
+    }
+
+    async fn stats(&self) -> firehose_buffer::Result<firehose_buffer::Stats> {
+        self.inner.stats().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_delivered_again_while_the_writer_holds_them_are_written_once() {
+    let dir = temp_dir("redelivered");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let buffer = Arc::new(Redelivering {
+        inner: InMemory::new(),
+        pending: Default::default(),
+        reads: Default::default(),
+        redelivered: Default::default(),
+    });
+    let input = lines(5, 20_000);
+    fill(&*buffer, &input, 100).await;
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    // Files close at about ten reads, so entries come again while they are open.
+    let config = WriterConfig {
+        policy: RollPolicy {
+            max_open_bytes: 2_500_000,
+            max_age: Duration::from_secs(1),
+            ..RollPolicy::default()
+        },
+        read_entries: 4,
+        claim_idle: None,
+        ..WriterConfig::default()
+    };
+    write_all(buffer.clone(), storage, state, config).await;
+    assert!(
+        buffer
+            .redelivered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "entries were delivered again"
+    );
+    let (times, _) = dataset(&dir);
+    let mut expected: Vec<i64> = input.iter().map(|(t, _)| *t).collect();
+    expected.sort_unstable();
+    assert_eq!(times.len(), expected.len(), "no event twice");
+    assert_eq!(times, expected);
+}
