@@ -38,8 +38,9 @@ impl Proc {
     }
 
     /// Sends SIGKILL and waits until the process is gone.
-    pub(crate) fn kill(self) {
-        drop(self);
+    pub(crate) fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 
     /// Whether the process is still running.
@@ -482,25 +483,9 @@ impl RedisServer {
         assert_eq!(code, 0, "redis-server shut down cleanly");
     }
 
-    /// The files of the append-only file (`appendonlydir/*.incr.aof`), the newest last.
-    pub(crate) fn aof_incr_file(&self) -> Option<PathBuf> {
-        let dir = self.dir.join("appendonlydir");
-        let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| {
-                let path = e.ok()?.path();
-                let name = path.file_name()?.to_str()?.to_owned();
-                let n = name
-                    .strip_suffix(".incr.aof")?
-                    .rsplit('.')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                Some((n, path))
-            })
-            .collect();
-        files.sort();
-        files.pop().map(|(_, p)| p)
+    /// The directory of the append-only file's parts.
+    pub(crate) fn aof_dir(&self) -> PathBuf {
+        self.dir.join("appendonlydir")
     }
 
     /// Runs a command through `redis-cli`; its output trimmed, `None` when it failed.
@@ -525,6 +510,25 @@ impl RedisServer {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// The newest incremental part of a multi-part append-only file (`*.<n>.incr.aof`) in `dir`.
+pub(crate) fn newest_incr_aof(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            let n: u64 = name
+                .strip_suffix(".incr.aof")?
+                .rsplit('.')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((n, path))
+        })
+        .max()
+        .map(|(_, path)| path)
 }
 
 /// A private `s3s-fs` on a free port with a throwaway key; it can be stopped (SIGKILL) and
