@@ -3,12 +3,14 @@
 //! the dataset with the events the mock sent and prints its figures (`RELIABILITY <scenario>:
 //! ...`, see docs/RELIABILITY.md).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Deployment, Rng, Tally, deduplicated, expected_from, figure, free_port, last_time, mock_from,
-    now_us, wait_until,
+    Deployment, Rng, Tally, deduplicated, expected_from, figure, free_port, http_get, last_time,
+    metrics, mock_from, now_us, total, wait_until,
 };
 
 /// How Redis goes away.
@@ -81,12 +83,12 @@ fn redis_outage(
 
     // The append-only file's length over time, to cut it back as a host crash would.
     let lengths: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
-    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let (lengths, sampling) = (lengths.clone(), sampling.clone());
         let dir = d.redis.aof_dir();
         std::thread::spawn(move || {
-            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+            while sampling.load(Ordering::Relaxed) {
                 if let Some(len) = crate::harness::newest_incr_aof(&dir)
                     .and_then(|p| std::fs::metadata(p).ok())
                     .map(|m| m.len())
@@ -113,7 +115,7 @@ fn redis_outage(
     if others == Others::RestartAll {
         writer.as_mut().unwrap().kill();
     }
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
     if failure == RedisFailure::HostCrash {
         let fsynced = lengths
@@ -333,4 +335,410 @@ fn host_crash_with_appendfsync_everysec_loses_nothing_once_ingest_restarts() {
         RedisFailure::HostCrash,
         Others::RestartAll,
     ));
+}
+
+/// One scrape of the processes under test.
+struct Sample {
+    /// Since the scraper started.
+    at: Duration,
+    /// The writer's metrics, and its `/health` status.
+    writer: HashMap<String, f64>,
+    writer_health: u16,
+    /// The ingest's metrics.
+    ingest: HashMap<String, f64>,
+}
+
+impl Sample {
+    fn writer(&self, name: &str) -> f64 {
+        total(&self.writer, name)
+    }
+}
+
+/// Scrapes `/metrics` of the writer and the ingest, and the writer's `/health`, every second
+/// until stopped (what Prometheus would see with a 1 s scrape interval).
+struct Scraper {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    running: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Scraper {
+    fn start(writer: &str, ingest: &str) -> Scraper {
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let running = Arc::new(AtomicBool::new(true));
+        let started = Instant::now();
+        let thread = {
+            let (samples, running) = (samples.clone(), running.clone());
+            let (writer, ingest) = (writer.to_owned(), ingest.to_owned());
+            std::thread::spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    let next = Instant::now() + Duration::from_secs(1);
+                    let sample = Sample {
+                        at: started.elapsed(),
+                        writer: metrics(&writer),
+                        writer_health: http_get(&writer, "/health").map_or(0, |(s, _)| s),
+                        ingest: metrics(&ingest),
+                    };
+                    samples.lock().unwrap().push(sample);
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            })
+        };
+        Scraper {
+            samples,
+            running,
+            thread,
+            started,
+        }
+    }
+
+    /// Now, on the scraper's clock.
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn stop(self) -> Vec<Sample> {
+        self.running.store(false, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        Arc::try_unwrap(self.samples)
+            .ok()
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// An alerting rule of deploy/prometheus/alerts.yml, evaluated on scraped samples.
+struct Rule {
+    alert: &'static str,
+    /// The rule's `expr`, as written in alerts.yml (whitespace aside): the test fails when the
+    /// file changes, so the evaluation below is kept in step.
+    expr: &'static str,
+    /// The rule's `for`.
+    hold: Duration,
+    /// The expression at sample `i`.
+    condition: fn(&[Sample], usize) -> bool,
+    /// For a condition `increase(counter[window]) > 0`: the counter and the window. The
+    /// condition stays true for the window after the counter's last change, so whether it
+    /// fires after the samples end can be told.
+    window: Option<(&'static str, Duration)>,
+}
+
+/// `increase(name[window])` of the writer's counter at sample `i`: the value minus the value
+/// at the oldest sample inside the window (no extrapolation).
+fn increase(samples: &[Sample], i: usize, name: &str, window: Duration) -> f64 {
+    let from = samples[i].at.saturating_sub(window);
+    let first = samples[..=i]
+        .iter()
+        .find(|s| s.at >= from)
+        .unwrap_or(&samples[i]);
+    samples[i].writer(name) - first.writer(name)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn alert_rules() -> Vec<Rule> {
+    vec![
+        Rule {
+            alert: "FirehoseWriterFailing",
+            expr: "sum(increase(firehose_writer_failures_total[5m])) > 0",
+            hold: 10 * MINUTE,
+            condition: |s, i| increase(s, i, "firehose_writer_failures_total", 5 * MINUTE) > 0.0,
+            window: Some(("firehose_writer_failures_total", 5 * MINUTE)),
+        },
+        Rule {
+            alert: "FirehoseWriterStalled",
+            expr: "sum(increase(firehose_writer_batches_total[10m])) == 0 and on() \
+                   max(firehose_buffer_events) > 0",
+            hold: 5 * MINUTE,
+            condition: |s, i| {
+                // Prometheus needs two samples in the window for an increase at all.
+                s[i].at >= 10 * MINUTE
+                    && increase(s, i, "firehose_writer_batches_total", 10 * MINUTE) == 0.0
+                    && s[i].writer("firehose_buffer_events") > 0.0
+            },
+            window: None,
+        },
+        Rule {
+            alert: "FirehoseBufferOldestEventOld",
+            expr: "max(firehose_buffer_oldest_event_age_seconds) > 300",
+            hold: 2 * MINUTE,
+            condition: |s, i| s[i].writer("firehose_buffer_oldest_event_age_seconds") > 300.0,
+            window: None,
+        },
+        Rule {
+            alert: "FirehoseCheckpointOld",
+            expr: "max(firehose_checkpoint_age_seconds) > 900",
+            hold: 5 * MINUTE,
+            condition: |s, i| s[i].writer("firehose_checkpoint_age_seconds") > 900.0,
+            window: None,
+        },
+        Rule {
+            alert: "FirehoseJetstreamLagging",
+            expr: "max(firehose_jetstream_lag_seconds) > 120",
+            hold: 5 * MINUTE,
+            condition: |s, i| total(&s[i].ingest, "firehose_jetstream_lag_seconds") > 120.0,
+            window: None,
+        },
+    ]
+}
+
+/// What an alert did over the samples.
+#[derive(Debug, Default)]
+struct AlertEpisode {
+    /// When the condition first held, and when it last held.
+    true_from: Option<Duration>,
+    true_until: Option<Duration>,
+    /// When it fired (the condition held for the rule's `for`), within the samples or, for
+    /// a counter that stopped moving, afterwards.
+    fires_at: Option<Duration>,
+    /// Whether it was still true at the last sample.
+    true_at_end: bool,
+}
+
+fn evaluate(rule: &Rule, samples: &[Sample]) -> AlertEpisode {
+    let mut episode = AlertEpisode::default();
+    let mut pending_since = None;
+    for i in 0..samples.len() {
+        let at = samples[i].at;
+        if (rule.condition)(samples, i) {
+            let since = *pending_since.get_or_insert(at);
+            episode.true_from.get_or_insert(at);
+            episode.true_until = Some(at);
+            if episode.fires_at.is_none() && at - since >= rule.hold {
+                episode.fires_at = Some(at);
+            }
+            episode.true_at_end = i + 1 == samples.len();
+        } else {
+            pending_since = None;
+        }
+    }
+    if episode.fires_at.is_none()
+        && episode.true_at_end
+        && let (Some(since), Some((counter, window))) = (pending_since, rule.window)
+    {
+        // True until the window has passed the counter's last change (the tests check that
+        // the counter stopped moving).
+        let last_change = samples
+            .windows(2)
+            .rev()
+            .find(|w| w[1].writer(counter) > w[0].writer(counter))
+            .map_or(samples[samples.len() - 1].at, |w| w[1].at);
+        if last_change + window >= since + rule.hold {
+            episode.fires_at = Some(since + rule.hold);
+        }
+    }
+    episode
+}
+
+/// Checks each rule's expression against deploy/prometheus/alerts.yml and prints what each
+/// alert did.
+fn report_alerts(scenario: &str, samples: &[Sample]) -> HashMap<&'static str, AlertEpisode> {
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/alerts.yml"
+    ))
+    .unwrap();
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let file = squash(&file);
+    let mut episodes = HashMap::new();
+    for rule in alert_rules() {
+        let hold = format!("{}m", rule.hold.as_secs() / 60);
+        let block = file
+            .split("- alert: ")
+            .find(|b| b.starts_with(&format!("{} ", rule.alert)))
+            .unwrap_or_else(|| panic!("{} is in alerts.yml", rule.alert));
+        assert!(
+            block.contains(&squash(rule.expr)) && block.contains(&format!("for: {hold}")),
+            "alerts.yml changed {}: update the evaluation here\n{block}",
+            rule.alert
+        );
+        let episode = evaluate(&rule, samples);
+        let secs =
+            |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.0} s", d.as_secs_f64()));
+        figure(
+            scenario,
+            format_args!(
+                "alert {} ({}, for {hold}): condition true from {} to {}{}, {}",
+                rule.alert,
+                rule.expr,
+                secs(episode.true_from),
+                secs(episode.true_until),
+                if episode.true_at_end {
+                    " (still true at the end)"
+                } else {
+                    ""
+                },
+                match episode.fires_at {
+                    Some(at) => format!("fires at {:.0} s", at.as_secs_f64()),
+                    None => "does not fire".to_owned(),
+                }
+            ),
+        );
+        episodes.insert(rule.alert, episode);
+    }
+    episodes
+}
+
+/// The largest value of a writer gauge or counter between two moments.
+fn peak(samples: &[Sample], name: &str, from: Duration, to: Duration) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.at >= from && s.at <= to)
+        .map(|s| s.writer(name))
+        .fold(0.0, f64::max)
+}
+
+/// The object store down for 60 s while 2,000 events/s flow through ingest → Redis → write:
+/// nothing lost or doubled, the backlog waits in Redis and drains once S3 is back, and the
+/// writer's metrics show the episode (store failures, a growing buffer, the age of the oldest
+/// waiting event and of the checkpoint, `/health` 503), as does the condition of the
+/// FirehoseWriterFailing alert, which, being held for 10 minutes, does not fire for it.
+#[test]
+fn s3_down_for_60_s_loses_nothing_and_shows_in_metrics_and_alerts() {
+    const SCENARIO: &str = "outage::s3_down_60s";
+    const RATE: f64 = 2000.0;
+    const EVENTS: u64 = 2000 * 100;
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let Some(mut d) = Deployment::start("s3-down-60s", &[]) else {
+        return;
+    };
+    let mut rng = Rng::seeded(SCENARIO);
+    let start_us = now_us();
+    let sent = expected_from(42, EVENTS, Some(RATE), start_us);
+    let last = last_time(&sent);
+    let (_mock, url) = mock_from(42, EVENTS, start_us, &["--rate", &RATE.to_string()]);
+    let ingest_addr = format!("127.0.0.1:{}", free_port());
+    let ingest = d.ingest(&url, &ingest_addr, start_us, &[]);
+    let writer_addr = format!("127.0.0.1:{}", free_port());
+    let writer = d.writer("w1", &writer_addr, &[]);
+    let scraper = Scraper::start(&writer_addr, &ingest_addr);
+
+    std::thread::sleep(rng.millis(12_000, 18_000));
+    d.s3.stop();
+    let down = scraper.now();
+    std::thread::sleep(OUTAGE);
+    d.s3.resume();
+    let up = scraper.now();
+    wait_until(
+        "the checkpoint passes the last event and nothing waits in Redis",
+        Duration::from_secs(180),
+        || d.checkpoint() > last && d.unacked() == 0,
+    );
+    let done = scraper.now();
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = scraper.stop();
+    assert_eq!(ingest.terminate(), 0);
+    assert_eq!(writer.terminate(), 0);
+
+    let (stored, dead) = d.dataset();
+    let tally = Tally::of(&sent, &stored);
+    let before = peak(&samples, "firehose_buffer_events", Duration::ZERO, down);
+    let backlog = peak(
+        &samples,
+        "firehose_buffer_events",
+        down,
+        up + Duration::from_secs(5),
+    );
+    let oldest = peak(
+        &samples,
+        "firehose_buffer_oldest_event_age_seconds",
+        down,
+        up + Duration::from_secs(5),
+    );
+    let checkpoint_age = peak(
+        &samples,
+        "firehose_checkpoint_age_seconds",
+        down,
+        up + Duration::from_secs(5),
+    );
+    let failures = samples
+        .last()
+        .unwrap()
+        .writer("firehose_writer_failures_total");
+    let unhealthy: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.writer_health == 503)
+        .map(|s| s.at)
+        .collect();
+    // Drained: the oldest waiting event is as young again as before the outage.
+    let young = peak(
+        &samples,
+        "firehose_buffer_oldest_event_age_seconds",
+        Duration::ZERO,
+        down,
+    ) + 1.0;
+    let drained = samples
+        .iter()
+        .find(|s| s.at > up && s.writer("firehose_buffer_oldest_event_age_seconds") <= young)
+        .map(|s| s.at - up);
+    figure(
+        SCENARIO,
+        format_args!(
+            "S3 down from {:.0} s to {:.0} s at {RATE} events/s: {failures} store failures \
+             (retried), /health 503 in {} scrapes ({}), buffer {before} events before and {backlog} \
+             at most during the outage, oldest waiting event {oldest:.0} s old at most, checkpoint \
+             {checkpoint_age:.0} s old at most; backlog drained {} after S3 came back, every event \
+             stored at {:.0} s",
+            down.as_secs_f64(),
+            up.as_secs_f64(),
+            unhealthy.len(),
+            match (unhealthy.first(), unhealthy.last()) {
+                (Some(a), Some(b)) =>
+                    format!("{:.0} s to {:.0} s", a.as_secs_f64(), b.as_secs_f64()),
+                _ => "never".into(),
+            },
+            drained.map_or("never".into(), |d| format!("{:.0} s", d.as_secs_f64())),
+            done.as_secs_f64()
+        ),
+    );
+    figure(
+        SCENARIO,
+        format_args!(
+            "{} events sent; {} rows: {} lost, {} duplicates, {} unexpected, {dead} dead letters",
+            tally.sent,
+            tally.rows,
+            tally.lost.len(),
+            tally.duplicates,
+            tally.unexpected
+        ),
+    );
+    let alerts = report_alerts(SCENARIO, &samples);
+
+    assert!(
+        tally.lost.is_empty(),
+        "lost: {:?}",
+        &tally.lost[..tally.lost.len().min(10)]
+    );
+    assert_eq!(
+        tally.duplicates, 0,
+        "a retried upload replaces its own object"
+    );
+    assert_eq!(tally.unexpected, 0);
+    assert!(failures >= 1.0, "the failed stores were counted");
+    assert!(
+        backlog > before + RATE * 30.0,
+        "the backlog grew in Redis: {before} → {backlog}"
+    );
+    assert!(
+        oldest >= 45.0,
+        "the oldest waiting event aged with the outage: {oldest}"
+    );
+    assert!(
+        checkpoint_age >= 45.0,
+        "the checkpoint stood still: {checkpoint_age}"
+    );
+    assert!(drained.is_some(), "the backlog drained");
+    let failing = &alerts["FirehoseWriterFailing"];
+    assert!(
+        failing
+            .true_from
+            .is_some_and(|t| t > down && t < up + Duration::from_secs(5)),
+        "FirehoseWriterFailing's condition held during the outage: {failing:?}"
+    );
+    assert!(failing.fires_at.is_none(), "a 60 s outage does not page");
+    // The counter stopped moving once S3 was back.
+    let after_up = samples.iter().find(|s| s.at > up + Duration::from_secs(45));
+    assert!(after_up.is_none_or(|s| s.writer("firehose_writer_failures_total") == failures));
 }
