@@ -209,16 +209,29 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         let serving = serve_metrics(&args.service, telemetry, health, &shutdown).await?;
         info!(out = %args.writer.out, metrics = %serving, "Archiving Jetstream.");
 
-        // The writer stops after the ingest, so it writes what the ingest appended last.
+        // The writer stops after the ingest, so it writes what the ingest appended last. A
+        // writer that stops first has failed: the ingest stops too and the process exits with
+        // the writer's error (a supervisor restarts it, and it resumes from the checkpoint),
+        // instead of reading Jetstream into a buffer that nobody empties.
         let stop_writer = CancellationToken::new();
-        let writer_task = tokio::spawn(writer.run(stop_writer.clone()));
-        let ingested = ingest.run(shutdown.clone()).await;
-        if ingested.is_err() {
-            shutdown.cancel();
-        }
-        stop_writer.cancel();
-        let written = writer_task
-            .await
+        let mut writer_task = tokio::spawn(writer.run(stop_writer.clone()));
+        let ingesting = ingest.run(shutdown.clone());
+        tokio::pin!(ingesting);
+        let (ingested, written) = tokio::select! {
+            ingested = &mut ingesting => {
+                if ingested.is_err() {
+                    shutdown.cancel();
+                }
+                stop_writer.cancel();
+                (ingested, writer_task.await)
+            }
+            written = &mut writer_task => {
+                warn!("The writer stopped: stopping the ingest.");
+                shutdown.cancel();
+                (ingesting.await, written)
+            }
+        };
+        let written = written
             .map_err(|e| Failure::Data(format!("the writer task failed: {e}")))?
             .map_err(|e| Failure::Data(e.to_string()))?;
         let ingested = ingested.map_err(|e| Failure::Data(e.to_string()))?;

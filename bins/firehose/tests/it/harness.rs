@@ -42,11 +42,6 @@ impl Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-
-    /// Whether the process is still running.
-    pub(crate) fn running(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
 }
 
 fn signal(pid: u32, name: &str) {

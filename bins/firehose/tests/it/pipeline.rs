@@ -281,3 +281,52 @@ fn ingest_to_redis_to_two_writers_to_s3_holds_exactly_the_events_sent() {
     let (tables, _) = deduplicated(tables);
     assert_eq!(tables, expected(23, EVENTS, Some(5000.0)));
 }
+
+#[test]
+fn run_exits_with_an_error_when_its_writer_fails_instead_of_hanging() {
+    let dir = temp_dir("writer-fails");
+    let (_mock, url) = mock(24, 1_000_000, &["--rate", "2000"]);
+    let out = dir.join("data");
+    let mut run = start(
+        "run",
+        &dir,
+        &[
+            "run",
+            "--jetstream-url",
+            &url,
+            "--out",
+            out.to_str().unwrap(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--start-cursor",
+            &START_US.to_string(),
+            "--max-file-age",
+            "1s",
+        ],
+        &[],
+    );
+    let checkpoint = out.join("_firehose/checkpoint.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The writer cannot raise a checkpoint it cannot read: it stops with an error, and so must
+    // the process (a supervisor restarts it), not go on reading Jetstream into a buffer nobody
+    // empties.
+    std::fs::write(&checkpoint, "not a checkpoint").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run still running 30 s after its writer failed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(1));
+    let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
+    assert!(log.contains("checkpoint"), "{log}");
+}
