@@ -516,7 +516,7 @@ async fn flush(
         None => i64::MIN,
     };
     if checkpoint > i64::MIN {
-        let raised = sinks.state.raise_checkpoint(checkpoint).await?;
+        let raised = raise_checkpoint(&sinks, checkpoint).await?;
         sinks.status.checkpoint_us.store(raised, Ordering::Relaxed);
         metrics::gauge!("firehose_checkpoint_time_us").set(raised as f64);
     }
@@ -542,6 +542,29 @@ async fn flush(
     }
     debug!(batch = %first, files = committed.files.len(), events, ms = elapsed.as_millis() as u64, "Stored a batch.");
     Ok(Flushed { sealed, events })
+}
+
+/// Raises the checkpoint, retrying while its storage fails (the checkpoint of `run` lives in
+/// the dataset's storage, which can be down just after the batch was stored), as storing the
+/// batch does; other errors (a corrupt checkpoint) are returned.
+async fn raise_checkpoint(sinks: &Sinks, checkpoint: i64) -> Result<i64> {
+    let mut delay = sinks.retry_delay;
+    loop {
+        match sinks.state.raise_checkpoint(checkpoint).await {
+            Ok(raised) => {
+                sinks.status.failing_for.store(0, Ordering::Relaxed);
+                return Ok(raised);
+            }
+            Err(e @ Error::Sink { .. }) => {
+                let attempts = sinks.status.failing_for.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::counter!("firehose_writer_failures_total").increment(1);
+                warn!(attempts, error = %e, "Storing the checkpoint failed; retrying.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<()> {

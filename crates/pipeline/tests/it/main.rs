@@ -436,3 +436,82 @@ async fn entries_delivered_again_while_the_writer_holds_them_are_written_once() 
     assert_eq!(times.len(), expected.len(), "no event twice");
     assert_eq!(times, expected);
 }
+
+/// Local storage whose operations on the checkpoint fail a few times, as an object store does
+/// while it is down.
+#[derive(Debug)]
+struct FlakyCheckpoint {
+    inner: LocalStorage,
+    failures_left: std::sync::atomic::AtomicU64,
+}
+
+impl FlakyCheckpoint {
+    fn fail(&self, op: &'static str, path: &str) -> firehose_sink::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = &self.failures_left;
+        if path == firehose_pipeline::state::CHECKPOINT_PATH
+            && left
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(firehose_sink::Error::Io {
+                op,
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "down"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for FlakyCheckpoint {
+    async fn put(&self, path: &str, data: Bytes) -> firehose_sink::Result<()> {
+        self.fail("put", path)?;
+        self.inner.put(path, data).await
+    }
+
+    async fn get(&self, path: &str) -> firehose_sink::Result<Bytes> {
+        self.fail("get", path)?;
+        self.inner.get(path).await
+    }
+
+    async fn list(&self, prefix: &str) -> firehose_sink::Result<Vec<firehose_sink::ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+
+    async fn delete(&self, path: &str) -> firehose_sink::Result<()> {
+        self.inner.delete(path).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_cannot_be_stored_for_a_while_is_retried() {
+    let dir = temp_dir("flaky-checkpoint");
+    let storage = Arc::new(FlakyCheckpoint {
+        inner: LocalStorage::new(&dir),
+        failures_left: 3.into(),
+    });
+    let buffer: Arc<dyn Buffer> = Arc::new(InMemory::new());
+    let input = lines(6, 5_000);
+    let newest = input.iter().map(|(t, _)| *t).max().unwrap();
+    fill(&*buffer, &input, 500).await;
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    let config = WriterConfig {
+        policy: small_policy(),
+        claim_idle: None,
+        retry_delay: Duration::from_millis(10),
+        ..WriterConfig::default()
+    };
+    let report = write_all(buffer, storage.clone(), state.clone(), config).await;
+    assert_eq!(report.events, 5_000);
+    assert_eq!(
+        storage
+            .failures_left
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the checkpoint failed"
+    );
+    assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
+    assert_eq!(dataset(&dir).0.len(), 5_000);
+}
