@@ -209,16 +209,27 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
         let serving = serve_metrics(&args.service, telemetry, health, &shutdown).await?;
         info!(out = %args.writer.out, metrics = %serving, "Archiving Jetstream.");
 
-        // The writer stops after the ingest, so it writes what the ingest appended last.
+        // The writer stops after the ingest, so it writes what the ingest appended last. A
+        // writer that ends first has failed: the ingest stops too, instead of filling the
+        // buffer for nobody.
         let stop_writer = CancellationToken::new();
-        let writer_task = tokio::spawn(writer.run(stop_writer.clone()));
-        let ingested = ingest.run(shutdown.clone()).await;
-        if ingested.is_err() {
-            shutdown.cancel();
-        }
-        stop_writer.cancel();
-        let written = writer_task
-            .await
+        let mut writer_task = tokio::spawn(writer.run(stop_writer.clone()));
+        let ingest_task = ingest.run(shutdown.clone());
+        tokio::pin!(ingest_task);
+        let (ingested, written) = tokio::select! {
+            ingested = &mut ingest_task => {
+                if ingested.is_err() {
+                    shutdown.cancel();
+                }
+                stop_writer.cancel();
+                (ingested, (&mut writer_task).await)
+            }
+            written = &mut writer_task => {
+                shutdown.cancel();
+                (ingest_task.await, written)
+            }
+        };
+        let written = written
             .map_err(|e| Failure::Data(format!("the writer task failed: {e}")))?
             .map_err(|e| Failure::Data(e.to_string()))?;
         let ingested = ingested.map_err(|e| Failure::Data(e.to_string()))?;

@@ -448,20 +448,19 @@ async fn flush(
             op: "encode batch",
             source,
         })?;
-    let mut delay = sinks.retry_delay;
-    let committed = loop {
-        match sealed.store(&*sinks.storage).await {
-            Ok(committed) => break committed,
-            Err(e) => {
-                let attempts = sinks.status.failing_for.fetch_add(1, Ordering::Relaxed) + 1;
-                metrics::counter!("firehose_writer_failures_total").increment(1);
-                warn!(batch = %first, attempts, error = %e, "Storing a batch failed; retrying (its entries stay unacknowledged).");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    };
-    sinks.status.failing_for.store(0, Ordering::Relaxed);
+    let stored = retry(
+        &sinks,
+        || sealed.store(&*sinks.storage),
+        |_| true,
+        |attempts, e| {
+            warn!(batch = %first, attempts, error = %e, "Storing a batch failed; retrying (its entries stay unacknowledged).");
+        },
+    )
+    .await;
+    let committed = stored.map_err(|source| Error::Sink {
+        op: "store batch",
+        source,
+    })?;
     sinks.state.mark_stored(first).await?;
     ack(&sinks, &ids).await?;
     sinks.state.forget_batch(first).await?;
@@ -488,7 +487,17 @@ async fn flush(
         None => i64::MIN,
     };
     if checkpoint > i64::MIN {
-        let raised = sinks.state.raise_checkpoint(checkpoint).await?;
+        // Storage trouble (a full disk) is waited out as for the batch; anything else (a
+        // corrupt checkpoint) stops the writer.
+        let raised = retry(
+            &sinks,
+            || sinks.state.raise_checkpoint(checkpoint),
+            |e| matches!(e, Error::Sink { .. }),
+            |attempts, e| {
+                warn!(checkpoint, attempts, error = %e, "Writing the checkpoint failed; retrying.");
+            },
+        )
+        .await?;
         sinks.status.checkpoint_us.store(raised, Ordering::Relaxed);
         metrics::gauge!("firehose_checkpoint_time_us").set(raised as f64);
     }
@@ -514,6 +523,39 @@ async fn flush(
     }
     debug!(batch = %first, files = committed.files.len(), events, ms = elapsed.as_millis() as u64, "Stored a batch.");
     Ok(Flushed { sealed, events })
+}
+
+/// Runs `op` until it succeeds or fails in a way `retryable` refuses, waiting between attempts
+/// (from the configured delay, doubling up to 30 s). Each failure is logged, counted in
+/// `firehose_writer_failures_total` and in the failing streak `/health` reports; storage that
+/// is down or full is waited out, and backpressure does the rest.
+async fn retry<T, E, F, Fut>(
+    sinks: &Sinks,
+    mut op: F,
+    retryable: impl Fn(&E) -> bool,
+    log: impl Fn(u64, &E),
+) -> std::result::Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let mut delay = sinks.retry_delay;
+    loop {
+        match op().await {
+            Ok(value) => {
+                sinks.status.failing_for.store(0, Ordering::Relaxed);
+                return Ok(value);
+            }
+            Err(e) if retryable(&e) => {
+                let attempts = sinks.status.failing_for.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::counter!("firehose_writer_failures_total").increment(1);
+                log(attempts, &e);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<()> {

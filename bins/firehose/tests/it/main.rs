@@ -3,6 +3,7 @@
 
 mod compact;
 mod config;
+mod disk_full;
 mod import;
 mod inspect;
 mod mock_jetstream;

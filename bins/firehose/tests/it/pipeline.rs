@@ -52,7 +52,7 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// The first event's time: a fixed hour, so the expected events can be generated again.
-const START_US: i64 = 1_763_596_800_000_000;
+pub(crate) const START_US: i64 = 1_763_596_800_000_000;
 
 /// Starts `firehose mock-jetstream` with `args` after the seed and count; returns it and its URL.
 pub(crate) fn mock(seed: u64, events: u64, args: &[&str]) -> (Proc, String) {

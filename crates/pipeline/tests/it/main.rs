@@ -328,3 +328,67 @@ async fn two_writers_share_a_redis_group_and_write_each_event_once() {
     let checkpoint = state.checkpoint().await.unwrap().unwrap();
     assert!(checkpoint > expected[0] && checkpoint <= expected[expected.len() - 1] + 1);
 }
+
+/// Local storage whose checkpoint writes fail the first `failures` times, as on a disk that
+/// is full just when the checkpoint is written (the batch before it took the last bytes).
+#[derive(Debug)]
+struct CheckpointWritesFail {
+    inner: LocalStorage,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Storage for CheckpointWritesFail {
+    async fn put(&self, path: &str, data: Bytes) -> firehose_sink::Result<()> {
+        use std::sync::atomic::Ordering;
+        if path == firehose_pipeline::state::CHECKPOINT_PATH
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(firehose_sink::Error::Io {
+                op: "put",
+                path: path.to_owned(),
+                source: std::io::Error::from_raw_os_error(28), // ENOSPC
+            });
+        }
+        self.inner.put(path, data).await
+    }
+    async fn get(&self, path: &str) -> firehose_sink::Result<Bytes> {
+        self.inner.get(path).await
+    }
+    async fn list(&self, prefix: &str) -> firehose_sink::Result<Vec<firehose_sink::ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, path: &str) -> firehose_sink::Result<()> {
+        self.inner.delete(path).await
+    }
+}
+
+/// A checkpoint that cannot be written for a while (a full disk) is retried like a batch: the
+/// writer neither dies nor skips it, and catches up once the disk has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_write_that_fails_for_a_while_is_retried_not_fatal() {
+    let dir = temp_dir("checkpoint-enospc");
+    let storage: Arc<dyn Storage> = Arc::new(CheckpointWritesFail {
+        inner: LocalStorage::new(&dir),
+        failures: 3.into(),
+    });
+    let buffer: Arc<dyn Buffer> = Arc::new(InMemory::new());
+    let input = lines(5, 6_000);
+    let newest = input.iter().map(|(t, _)| *t).max().unwrap();
+    fill(&*buffer, &input, 500).await;
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    let config = WriterConfig {
+        policy: small_policy(),
+        claim_idle: None,
+        retry_delay: Duration::from_millis(20),
+        ..WriterConfig::default()
+    };
+    let report = write_all(buffer, storage, state.clone(), config).await;
+    assert_eq!(report.events, 6_000);
+    let (times, _) = dataset(&dir);
+    assert_eq!(times.len(), 6_000, "every event stored once");
+    assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
+}
