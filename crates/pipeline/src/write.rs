@@ -586,7 +586,7 @@ pub fn collection_label(table: Table) -> &'static str {
 }
 
 /// The `reason` label values of `firehose_events_dead_lettered_total`.
-pub const DEAD_LETTER_REASONS: [&str; 9] = [
+pub const DEAD_LETTER_REASONS: [&str; 10] = [
     "syntax",
     "truncated",
     "shape",
@@ -595,6 +595,7 @@ pub const DEAD_LETTER_REASONS: [&str; 9] = [
     "zstd",
     "oversized",
     "json",
+    "protocol",
     "other",
 ];
 
