@@ -51,6 +51,8 @@ pub struct Source {
     /// Where the next connection resumes, without the rewind, to get past a frame that breaks
     /// the protocol.
     skip_to: Option<i64>,
+    /// Whether an event from the future was logged on this connection.
+    warned_future: bool,
     metrics: Metrics,
 }
 
@@ -92,6 +94,7 @@ impl Source {
             delivered: 0,
             broken_at: None,
             skip_to: None,
+            warned_future: false,
             metrics: Metrics::new(),
         })
     }
@@ -146,14 +149,25 @@ impl Source {
                 Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_) => continue,
             };
             if let Message::Event { time_us, .. } = message {
-                self.cursor = Some(self.cursor.map_or(time_us, |c| c.max(time_us)));
                 self.metrics.events.increment(1);
                 let now_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-                self.metrics
-                    .lag
-                    .set(now_us.saturating_sub(time_us) as f64 / 1e6);
+                let ahead =
+                    i64::try_from(self.config.max_clock_ahead.as_micros()).unwrap_or(i64::MAX);
+                if time_us <= now_us.saturating_add(ahead) {
+                    self.cursor = Some(self.cursor.map_or(time_us, |c| c.max(time_us)));
+                    self.metrics
+                        .lag
+                        .set(now_us.saturating_sub(time_us) as f64 / 1e6);
+                } else if !self.warned_future {
+                    self.warned_future = true;
+                    warn!(
+                        time_us,
+                        ahead_s = (time_us - now_us) / 1_000_000,
+                        "An event is stamped in the future; it does not move the cursor (further ones on this connection are not logged)."
+                    );
+                }
             }
             return Ok(message);
         }
@@ -259,6 +273,7 @@ impl Source {
                             self.connections += 1;
                             self.delivered = 0;
                             self.skip_to = None;
+                            self.warned_future = false;
                             self.metrics.connected.set(1.0);
                             self.socket = Some(socket);
                             return;

@@ -326,7 +326,13 @@ impl<'a> Session<'a> {
                 continue;
             }
             for entry in read.entries {
-                if filter.wants(&entry) && self.send_event(&mut sink, entry).await.is_err() {
+                // As Jetstream, nothing older than the cursor: a log whose times are not in
+                // order (a replayed file, a script) may hold such entries after the start.
+                let wanted = filter.wants(&entry)
+                    && subscription
+                        .cursor
+                        .is_none_or(|cursor| entry.time_us >= cursor);
+                if wanted && self.send_event(&mut sink, entry).await.is_err() {
                     return;
                 }
             }

@@ -20,7 +20,8 @@
 //! A key design decision made in this crate is that **the events are a fixed sequence,
 //! published once, and every connection reads it from its own position**. The server keeps
 //! the last [`MockConfig::window`] published events; a client that connects with a `cursor`
-//! is served every kept event from the first with `time_us >= cursor`, then the live stream.
+//! is served every kept event with `time_us >= cursor`, in published order from the first such
+//! one, then the live stream (still without events older than the cursor).
 //! So with a seed and an event count the set of events is fixed however often clients
 //! disconnect and reconnect, and a test can regenerate the expected set with
 //! `firehose_synth` ([`MockServer::synth_config`]) and compare.

@@ -486,6 +486,14 @@ async fn flush(
         None if newest_us > i64::MIN => newest_us.saturating_add(1),
         None => i64::MIN,
     };
+    // Never past the newest event seen that can be a position in the stream: one stamped in
+    // the future (see `firehose_core::time_us_is_plausible`) is stored but must not move the
+    // checkpoint, or a restart would resume in the future.
+    let checkpoint = if newest_us > i64::MIN {
+        checkpoint.min(newest_us.saturating_add(1))
+    } else {
+        checkpoint
+    };
     if checkpoint > i64::MIN {
         // Storage trouble (a full disk) is waited out as for the batch; anything else (a
         // corrupt checkpoint) stops the writer.

@@ -4,6 +4,7 @@
 mod compact;
 mod config;
 mod disk_full;
+mod hostile_input;
 mod import;
 mod inspect;
 mod mock_jetstream;

@@ -294,7 +294,7 @@ async fn frames_that_break_the_protocol_are_dead_lettered_and_skipped_without_lo
         frames.insert(
             28,
             poison(FrameKind::Zstd {
-                data: events[0].as_bytes().to_vec().into(),
+                data: "{\"not\":\"an event\"}".repeat(50).into_bytes().into(),
                 truncate: Some(20),
             }),
         );
@@ -345,6 +345,47 @@ async fn frames_that_break_the_protocol_are_dead_lettered_and_skipped_without_lo
         );
         // And the stream goes on: nothing else is pending, the connection is open.
         assert!(source.is_connected());
+    })
+    .await;
+}
+
+/// An event stamped in the future (a broken or hostile server) is delivered, but does not move
+/// the cursor: after a reconnect the client resumes from the newest believable event, not from
+/// the future, and so misses nothing.
+#[tokio::test]
+async fn an_event_stamped_in_the_future_does_not_move_the_cursor() {
+    use firehose_mock_jetstream::{FrameKind, ScriptedFrame};
+    within_deadline(async {
+        let events = firehose_synth::json_corpus(9, 20);
+        let future = r#"{"did":"did:plc:f","time_us":4102444800000000,"kind":"identity","identity":{"did":"did:plc:f","seq":1,"time":"t"}}"#;
+        let mut frames: Vec<ScriptedFrame> = events
+            .iter()
+            .map(|e| ScriptedFrame {
+                kind: FrameKind::Text(e.as_bytes().to_vec().into()),
+                time_us: None,
+            })
+            .collect();
+        let place = firehose_core::Event::decode(events[9].as_bytes())
+            .unwrap()
+            .time_us;
+        frames.insert(
+            10,
+            ScriptedFrame {
+                kind: FrameKind::Text(future.as_bytes().to_vec().into()),
+                time_us: Some(place),
+            },
+        );
+        let server = MockServer::start(MockConfig {
+            events: EventSource::Frames(frames),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut source = Source::new(client(vec![server.url()]), Some(0)).unwrap();
+        let got = read_until(&mut source, |r| r.events.len() == 21).await;
+        assert!(got.times.contains(&4_102_444_800_000_000), "delivered");
+        let newest = got.times.iter().copied().filter(|t| *t < 4_102_444_800_000_000).max();
+        assert_eq!(source.cursor(), newest);
     })
     .await;
 }

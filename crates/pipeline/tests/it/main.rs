@@ -98,9 +98,12 @@ fn dataset(dir: &Path) -> (Vec<i64>, Vec<String>) {
     (times, dead)
 }
 
+/// Closes files at 400 KB of JSON, or half a second after they opened (so the last, partial
+/// batch is written soon and `write_all` sees the buffer drained).
 fn small_policy() -> RollPolicy {
     RollPolicy {
         max_open_bytes: 400_000,
+        max_age: Duration::from_millis(500),
         ..RollPolicy::default()
     }
 }
@@ -390,5 +393,32 @@ async fn a_checkpoint_write_that_fails_for_a_while_is_retried_not_fatal() {
     assert_eq!(report.events, 6_000);
     let (times, _) = dataset(&dir);
     assert_eq!(times.len(), 6_000, "every event stored once");
+    assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
+}
+
+/// An event stamped in the future is stored, but the checkpoint does not follow it: a restart
+/// resumes from the newest believable event, not from the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stamped_in_the_future_does_not_move_the_checkpoint() {
+    let dir = temp_dir("future");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let buffer: Arc<dyn Buffer> = Arc::new(InMemory::new());
+    let mut input = lines(6, 2_000);
+    let newest = input.iter().map(|(t, _)| *t).max().unwrap();
+    let future = 4_102_444_800_000_000; // 2100
+    let line = format!(
+        r#"{{"did":"did:plc:f","time_us":{future},"kind":"identity","identity":{{"did":"did:plc:f","seq":1,"time":"t"}}}}"#
+    );
+    input.insert(1_000, (future, Bytes::from(line)));
+    fill(&*buffer, &input, 100).await;
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    let config = WriterConfig {
+        policy: small_policy(),
+        claim_idle: None,
+        ..WriterConfig::default()
+    };
+    let report = write_all(buffer, storage, state.clone(), config).await;
+    assert_eq!(report.events, 2_001, "stored");
+    assert!(dataset(&dir).0.contains(&future));
     assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
 }
