@@ -10,6 +10,7 @@ mod inspect;
 mod mock_jetstream;
 mod pipeline;
 mod query;
+mod redis_auth;
 mod retain;
 mod serve;
 
