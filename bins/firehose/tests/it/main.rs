@@ -12,6 +12,7 @@ mod pipeline;
 mod query;
 mod redis_auth;
 mod retain;
+mod secrets;
 mod serve;
 
 use std::collections::BTreeSet;
