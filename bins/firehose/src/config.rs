@@ -17,9 +17,20 @@ pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failur
     let name = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::Usage(format!("cannot read the config file {name}: {e}")))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| Failure::Usage(format!("config file {name}: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // The parser's own message quotes the line, which may hold a secret (a Redis URL
+        // with its password): say where, not what.
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        Failure::Usage(format!(
+            "config file {name}: {}{at}",
+            e.message().trim_end()
+        ))
+    })?;
     for (key, value) in &table {
         let flag = key.replace('_', "-");
         let values = values(value).ok_or_else(|| {
@@ -43,7 +54,12 @@ pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failur
                     .find(|a| a.get_long() == Some(flag.as_str()))
                     .map(|a| a.get_id().clone());
                 match id {
-                    Some(id) => sub.mut_arg(id, |arg| arg.default_values(values)),
+                    // A setting whose environment value is hidden (it may hold a secret) keeps
+                    // its value out of --help too.
+                    Some(id) => sub.mut_arg(id, |arg| {
+                        let hide = arg.is_hide_env_values_set();
+                        arg.default_values(values).hide_default_value(hide)
+                    }),
                     None => sub,
                 }
             });

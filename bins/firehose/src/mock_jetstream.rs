@@ -34,6 +34,13 @@ pub(crate) struct Args {
     /// Replay the events of this JSON-lines file (sent as they are) instead of generating.
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
+    /// Send the frames scripted in this JSON-lines file exactly as written, for hostile input:
+    /// one object a line, `{"text": "..."}`, `{"text_hex": "..."}` (bytes, UTF-8 or not),
+    /// `{"binary_hex": "..."}` or `{"zstd": "...", "truncate": N}` (compressed with
+    /// --zstd-dictionary; `zstd_hex` for bytes), each with an optional `"repeat": N` and
+    /// `"time_us": T`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["replay", "events"])]
+    frames: Option<PathBuf>,
     /// Seed of the generated events: the same seed, the same events.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -76,9 +83,14 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, Failure> {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    let events = match &args.replay {
-        Some(path) => EventSource::replay_file(path).map_err(|e| Failure::Usage(e.to_string()))?,
-        None => EventSource::Generated {
+    let events = match (&args.replay, &args.frames) {
+        (Some(path), _) => {
+            EventSource::replay_file(path).map_err(|e| Failure::Usage(e.to_string()))?
+        }
+        (None, Some(path)) => {
+            EventSource::frames_file(path).map_err(|e| Failure::Usage(e.to_string()))?
+        }
+        (None, None) => EventSource::Generated {
             seed: args.seed,
             events: args.events,
             start_time_us: args.start_time_us,

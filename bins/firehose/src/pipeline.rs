@@ -110,6 +110,10 @@ pub(crate) struct RedisArgs {
     /// The stream key.
     #[arg(long, env = "FIREHOSE_REDIS_STREAM", default_value = "firehose:events")]
     redis_stream: String,
+    /// For `rediss://`: trust the CA certificates in this PEM file (a private CA or a
+    /// self-signed server certificate) instead of the bundled web PKI roots.
+    #[arg(long, env = "FIREHOSE_REDIS_TLS_CA_CERT", value_name = "PEM")]
+    redis_tls_ca_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RedisArgs {
@@ -125,6 +129,7 @@ impl std::fmt::Debug for RedisArgs {
         f.debug_struct("RedisArgs")
             .field("redis_url", &url)
             .field("redis_stream", &self.redis_stream)
+            .field("redis_tls_ca_cert", &self.redis_tls_ca_cert)
             .finish()
     }
 }
@@ -399,9 +404,13 @@ async fn read_checkpoint(state: &dyn StateStore) -> Result<Option<i64>, Failure>
 }
 
 async fn open_redis(args: &RedisArgs) -> Result<Arc<RedisBuffer>, Failure> {
-    let buffer = RedisBufferBuilder::from_env()
+    let mut builder = RedisBufferBuilder::from_env()
         .with_url(&args.redis_url)
-        .with_stream(&args.redis_stream)
+        .with_stream(&args.redis_stream);
+    if let Some(ca) = &args.redis_tls_ca_cert {
+        builder = builder.with_tls_ca_cert(ca);
+    }
+    let buffer = builder
         .build()
         .await
         .map_err(|e| Failure::Usage(format!("cannot open the Redis buffer: {e}")))?;
@@ -559,6 +568,7 @@ mod tests {
         let args = RedisArgs {
             redis_url: "rediss://writer:s3cret-pw@redis.internal:6380/0".into(),
             redis_stream: "firehose:events".into(),
+            redis_tls_ca_cert: None,
         };
         let shown = format!("{args:?}");
         assert!(

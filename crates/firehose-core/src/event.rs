@@ -14,6 +14,29 @@ use crate::error::DecodeError;
 use crate::record::Record;
 use crate::table::Table;
 
+/// How far ahead of the local clock an event's `time_us` may be and still count as a position
+/// in the stream: one minute, far more than clocks kept by NTP drift apart.
+///
+/// Jetstream stamps each event with its own clock, so a much later `time_us` comes from a
+/// broken or hostile server. Such an event is still stored (in the hour its time names), but it
+/// must not move a cursor, a checkpoint or a watermark: every position after it would be in the
+/// future, and a client resuming from there would skip everything up to that time.
+pub const MAX_CLOCK_AHEAD_US: i64 = 60_000_000;
+
+/// Whether an event at `time_us` may move a position in the stream at `now_us` (both Unix
+/// microseconds): it is at most [`MAX_CLOCK_AHEAD_US`] ahead.
+///
+/// ```
+/// use firehose_core::{MAX_CLOCK_AHEAD_US, time_us_is_plausible};
+/// let now = 1_763_596_800_000_000;
+/// assert!(time_us_is_plausible(now - 3_600_000_000, now));
+/// assert!(time_us_is_plausible(now + MAX_CLOCK_AHEAD_US, now));
+/// assert!(!time_us_is_plausible(4_102_444_800_000_000, now)); // 2100
+/// ```
+pub fn time_us_is_plausible(time_us: i64, now_us: i64) -> bool {
+    time_us <= now_us.saturating_add(MAX_CLOCK_AHEAD_US)
+}
+
 /// One Jetstream event. Strings borrow from the decoded buffer where they can.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event<'a> {

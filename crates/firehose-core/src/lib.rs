@@ -39,7 +39,10 @@ mod table;
 
 pub use batch::{BatchBuilder, record_batches};
 pub use error::{ArrowBuildError, DecodeError};
-pub use event::{Account, Commit, Event, Identity, Kind, Operation, Payload};
+pub use event::{
+    Account, Commit, Event, Identity, Kind, MAX_CLOCK_AHEAD_US, Operation, Payload,
+    time_us_is_plausible,
+};
 pub use record::{Engagement, GraphEdge, ListItem, Post, Profile, Record, StrongRef};
 pub use schema::{ENVELOPE_COLUMNS, envelope_schema, schema};
 pub use table::{EventKey, HOUR_US, Hour, PartitionKey, Table, UnknownTable};

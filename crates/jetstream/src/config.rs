@@ -52,6 +52,12 @@ pub struct Config {
     pub backoff_min: Duration,
     /// The largest delay between reconnection attempts.
     pub backoff_max: Duration,
+    /// An event whose `time_us` is further ahead of the local clock than this does not move the
+    /// cursor (it is still delivered). Jetstream stamps events with its own clock, so such an
+    /// event comes from a broken or hostile server; were it to move the cursor, the next
+    /// connection would resume in the future and skip everything before. Default one minute,
+    /// as `firehose_core::MAX_CLOCK_AHEAD_US`.
+    pub max_clock_ahead: Duration,
 }
 
 impl Default for Config {
@@ -69,6 +75,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            max_clock_ahead: Duration::from_secs(60),
         }
     }
 }
@@ -91,6 +98,7 @@ impl std::fmt::Debug for Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("backoff_min", &self.backoff_min)
             .field("backoff_max", &self.backoff_max)
+            .field("max_clock_ahead", &self.max_clock_ahead)
             .finish()
     }
 }

@@ -32,7 +32,11 @@
 //! Each event's `time_us` is found by a small scanner that stops after the first few dozen
 //! bytes ([`peek_time_us`]); the event is not parsed twice. A frame that cannot be an event
 //! (a corrupt zstd frame, too large, not UTF-8, no `time_us`) is a [`Message::Malformed`] that
-//! the caller dead-letters; the stream goes on.
+//! the caller dead-letters; the stream goes on. A frame that breaks the WebSocket protocol
+//! itself (text that is not UTF-8, a frame over [`MAX_EVENT_BYTES`]) ends the connection, as
+//! RFC 6455 requires: it is a [`Message::Malformed`] too (without its bytes, which are lost
+//! with the connection), the client reconnects from the cursor less the rewind, and if the
+//! server sends the same frame again at the same place, resumes just past it.
 //!
 //! # Features
 //!
@@ -94,10 +98,12 @@ pub enum Message {
     },
     /// A frame that is not an event; the stream goes on after it.
     Malformed {
-        /// The frame as received (compressed when it was).
+        /// The frame as received (compressed when it was); empty when the frame broke the
+        /// WebSocket protocol and was dropped with the connection.
         raw: bytes::Bytes,
         /// Why: `zstd` (not a valid frame), `oversized` (more than [`MAX_EVENT_BYTES`]),
-        /// `utf8`, or `json` (not an object with a top-level integer `time_us`).
+        /// `utf8`, `json` (not an object with a top-level integer `time_us`), or `protocol`
+        /// (a frame that breaks the WebSocket protocol in another way).
         reason: &'static str,
         /// What exactly is wrong.
         error: String,

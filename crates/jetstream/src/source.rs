@@ -8,12 +8,14 @@ use futures::{SinkExt, StreamExt};
 use metrics::{Counter, Gauge};
 use rand::Rng;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{info, warn};
 
 use crate::config::check_filters;
-use crate::{Config, Error, FrameDecoder, Message};
+use crate::{Config, Error, FrameDecoder, MAX_EVENT_BYTES, Message};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -44,6 +46,13 @@ pub struct Source {
     connections: u64,
     /// Messages received on the current connection.
     delivered: u64,
+    /// The cursor when the server last broke the protocol (see [`Source::broken`]).
+    broken_at: Option<i64>,
+    /// Where the next connection resumes, without the rewind, to get past a frame that breaks
+    /// the protocol.
+    skip_to: Option<i64>,
+    /// Whether an event from the future was logged on this connection.
+    warned_future: bool,
     metrics: Metrics,
 }
 
@@ -83,6 +92,9 @@ impl Source {
             failures: 0,
             connections: 0,
             delivered: 0,
+            broken_at: None,
+            skip_to: None,
+            warned_future: false,
             metrics: Metrics::new(),
         })
     }
@@ -100,10 +112,13 @@ impl Source {
             let frame =
                 match tokio::time::timeout(self.config.liveness_timeout, socket.next()).await {
                     Ok(Some(Ok(frame))) => frame,
-                    Ok(Some(Err(error))) => {
-                        self.disconnect(error);
-                        continue;
-                    }
+                    Ok(Some(Err(error))) => match broken_by_server(&error) {
+                        Some(reason) => return Ok(self.broken(reason, &error)),
+                        None => {
+                            self.disconnect(error);
+                            continue;
+                        }
+                    },
                     Ok(None) => {
                         self.disconnect("the connection ended");
                         continue;
@@ -134,14 +149,25 @@ impl Source {
                 Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_) => continue,
             };
             if let Message::Event { time_us, .. } = message {
-                self.cursor = Some(self.cursor.map_or(time_us, |c| c.max(time_us)));
                 self.metrics.events.increment(1);
                 let now_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-                self.metrics
-                    .lag
-                    .set(now_us.saturating_sub(time_us) as f64 / 1e6);
+                let ahead =
+                    i64::try_from(self.config.max_clock_ahead.as_micros()).unwrap_or(i64::MAX);
+                if time_us <= now_us.saturating_add(ahead) {
+                    self.cursor = Some(self.cursor.map_or(time_us, |c| c.max(time_us)));
+                    self.metrics
+                        .lag
+                        .set(now_us.saturating_sub(time_us) as f64 / 1e6);
+                } else if !self.warned_future {
+                    self.warned_future = true;
+                    warn!(
+                        time_us,
+                        ahead_s = (time_us - now_us) / 1_000_000,
+                        "An event is stamped in the future; it does not move the cursor (further ones on this connection are not logged)."
+                    );
+                }
             }
             return Ok(message);
         }
@@ -174,6 +200,34 @@ impl Source {
         Ok(())
     }
 
+    /// The server sent a frame that breaks the WebSocket protocol: text that is not UTF-8, a
+    /// message over [`MAX_EVENT_BYTES`], a reserved opcode. tungstenite drops the connection
+    /// with the frame, as RFC 6455 requires, so its bytes are gone; the caller gets a
+    /// [`Message::Malformed`] with no bytes, to dead-letter and count. The next connection
+    /// resumes from the cursor less the rewind, as after any drop, so nothing around the frame
+    /// is lost. When it happens again with no newer event in between, the server is sending
+    /// the same broken frame at the same place: the next connection then resumes just after
+    /// the newest event instead, without the rewind, which gets past a frame that sits at that
+    /// time.
+    fn broken(&mut self, reason: &'static str, error: &WsError) -> Message {
+        self.metrics.messages.increment(1);
+        let again = self.broken_at.is_some() && self.broken_at == self.cursor;
+        self.broken_at = self.cursor;
+        if again {
+            self.skip_to = self.cursor.map(|cursor| cursor.saturating_add(1));
+        }
+        self.disconnect(format_args!(
+            "the server broke the WebSocket protocol ({error})"
+        ));
+        Message::Malformed {
+            raw: bytes::Bytes::new(),
+            reason,
+            error: format!(
+                "the server broke the WebSocket protocol, and the frame was dropped with the connection: {error}"
+            ),
+        }
+    }
+
     fn count_frame(&mut self, bytes: usize) {
         self.delivered += 1;
         self.metrics.messages.increment(1);
@@ -188,11 +242,18 @@ impl Source {
             }
             let base = &self.config.urls[self.url_index];
             let rewind = i64::try_from(self.config.rewind.as_micros()).unwrap_or(i64::MAX);
-            let resume = self.cursor.map(|cursor| cursor.saturating_sub(rewind));
+            let resume = self
+                .skip_to
+                .or_else(|| self.cursor.map(|cursor| cursor.saturating_sub(rewind)));
             let url = self.config.url(base, resume);
+            // No message or frame larger than an event may be: memory stays bounded, and a
+            // larger one breaks the protocol (see `broken`).
+            let limits = WebSocketConfig::default()
+                .max_message_size(Some(MAX_EVENT_BYTES))
+                .max_frame_size(Some(MAX_EVENT_BYTES));
             let attempt = tokio_tungstenite::connect_async_tls_with_config(
                 url.as_str(),
-                None,
+                Some(limits),
                 true,
                 self.tls.clone(),
             );
@@ -211,6 +272,8 @@ impl Source {
                             }
                             self.connections += 1;
                             self.delivered = 0;
+                            self.skip_to = None;
+                            self.warned_future = false;
                             self.metrics.connected.set(1.0);
                             self.socket = Some(socket);
                             return;
@@ -253,6 +316,29 @@ impl Source {
         let exponential = (min * 2f64.powi(self.failures.min(30) as i32)).min(max);
         let jitter: f64 = rand::rng().random_range(0.5..=1.0);
         Duration::from_secs_f64(exponential * jitter)
+    }
+}
+
+/// The dead-letter reason when `error` means the server sent a frame that breaks the
+/// protocol, `None` when it is network trouble (a reset, a timeout, a closed socket).
+fn broken_by_server(error: &WsError) -> Option<&'static str> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    match error {
+        WsError::Utf8(_) => Some("utf8"),
+        WsError::Capacity(_) => Some("oversized"),
+        WsError::Protocol(
+            P::NonZeroReservedBits
+            | P::MaskedFrameFromServer
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::InvalidOpcode(_)
+            | P::InvalidCloseSequence,
+        ) => Some("protocol"),
+        _ => None,
     }
 }
 

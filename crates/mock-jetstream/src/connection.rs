@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message, http};
 use tracing::debug;
 
 use crate::Shared;
-use crate::log::Entry;
+use crate::log::{Body, Entry};
 
 /// Entries read from the log at a time, then sent before the next read.
 const BATCH: usize = 256;
@@ -101,7 +101,7 @@ impl Filter {
     }
 
     pub(crate) fn wants(&self, entry: &Entry) -> bool {
-        if self.max_size > 0 && entry.json.len() > self.max_size {
+        if self.max_size > 0 && entry.body.len() > self.max_size {
             return false;
         }
         if !self.dids.is_empty() && !self.dids.contains(&*entry.did) {
@@ -326,7 +326,13 @@ impl<'a> Session<'a> {
                 continue;
             }
             for entry in read.entries {
-                if filter.wants(&entry) && self.send_event(&mut sink, entry).await.is_err() {
+                // As Jetstream, nothing older than the cursor: a log whose times are not in
+                // order (a replayed file, a script) may hold such entries after the start.
+                let wanted = filter.wants(&entry)
+                    && subscription
+                        .cursor
+                        .is_none_or(|cursor| entry.time_us >= cursor);
+                if wanted && self.send_event(&mut sink, entry).await.is_err() {
                     return;
                 }
             }
@@ -375,11 +381,16 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// The frame for an event: its JSON text, or a zstd frame made with the dictionary.
+    /// The frame for an event: its JSON text, or a zstd frame made with the dictionary; a
+    /// scripted frame as it is.
     fn event(&mut self, entry: &Entry) -> Message {
+        let json = match &entry.body {
+            Body::Json(json) => json,
+            Body::Frame(frame) => return frame.clone(),
+        };
         match self.compressor.as_mut() {
-            None => Message::Text(entry.json.clone()),
-            Some(compressor) => match compressor.compress(entry.json.as_bytes()) {
+            None => Message::Text(json.clone()),
+            Some(compressor) => match compressor.compress(json.as_bytes()) {
                 Ok(frame) => Message::Binary(frame.into()),
                 // Compressing into a growing Vec does not fail; if it did, the client would
                 // see a frame it cannot decompress, as with a real server's bug.
@@ -391,7 +402,10 @@ impl<'a> Session<'a> {
     /// A broken frame, in turn: not JSON, an event cut in half, or (compressed) not zstd.
     fn broken(&mut self, entry: &Entry) -> Message {
         self.malformed += 1;
-        let json = entry.json.as_bytes();
+        let json = match &entry.body {
+            Body::Json(json) => json.as_bytes(),
+            Body::Frame(_) => b"not json at all",
+        };
         let text: Vec<u8> = match self.malformed % 3 {
             1 => b"{\"did\":\"did:plc:broken\",\"time_us\":oops}".to_vec(),
             2 => json[..json.len() / 2].to_vec(),
@@ -439,7 +453,7 @@ mod tests {
 
     fn entry(did: &str, collection: Option<&str>) -> Entry {
         Entry {
-            json: "{}".into(),
+            body: Body::Json("{}".into()),
             time_us: 1,
             did: did.into(),
             collection: collection.map(Into::into),

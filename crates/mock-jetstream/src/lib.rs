@@ -20,7 +20,8 @@
 //! A key design decision made in this crate is that **the events are a fixed sequence,
 //! published once, and every connection reads it from its own position**. The server keeps
 //! the last [`MockConfig::window`] published events; a client that connects with a `cursor`
-//! is served every kept event from the first with `time_us >= cursor`, then the live stream.
+//! is served every kept event with `time_us >= cursor`, in published order from the first such
+//! one, then the live stream (still without events older than the cursor).
 //! So with a seed and an event count the set of events is fixed however often clients
 //! disconnect and reconnect, and a test can regenerate the expected set with
 //! `firehose_synth` ([`MockServer::synth_config`]) and compare.
@@ -68,7 +69,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::log::{Log, Producer};
+use crate::log::{Entry, Log, Producer};
+use tokio_tungstenite::tungstenite::Message;
 
 /// The events the server publishes.
 #[derive(Debug, Clone)]
@@ -84,6 +86,38 @@ pub enum EventSource {
     },
     /// Lines of a JSON-lines capture, sent as they are (lines that are not events too).
     Replay(Vec<String>),
+    /// Frames sent exactly as scripted, whatever the client asked (no compression added): for
+    /// hostile input such as invalid UTF-8 in a text frame, corrupt or truncated zstd frames,
+    /// oversized messages.
+    Frames(Vec<ScriptedFrame>),
+}
+
+/// One frame of an [`EventSource::Frames`] script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedFrame {
+    /// What to send.
+    pub kind: FrameKind,
+    /// Its place in time, for clients that connect with a cursor. Default: the `time_us` of
+    /// the event it holds, else the previous frame's (so it follows that frame on a replay).
+    pub time_us: Option<i64>,
+}
+
+/// The payload of a [`ScriptedFrame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A text frame holding exactly these bytes, even when they are not UTF-8 (which breaks
+    /// the WebSocket protocol).
+    Text(bytes::Bytes),
+    /// A binary frame holding exactly these bytes.
+    Binary(bytes::Bytes),
+    /// These bytes compressed with the server's zstd dictionary, in a binary frame; cut after
+    /// `truncate` bytes when given.
+    Zstd {
+        /// The uncompressed content.
+        data: bytes::Bytes,
+        /// Keep only this many bytes of the compressed frame.
+        truncate: Option<usize>,
+    },
 }
 
 impl EventSource {
@@ -102,6 +136,154 @@ impl EventSource {
                 .collect(),
         ))
     }
+
+    /// The frames scripted in the JSON-lines file at `path`, one object a line:
+    /// `{"text": "..."}` (a text frame with this string), `{"text_hex": "..."}` (a text frame
+    /// with these bytes, UTF-8 or not), `{"binary_hex": "..."}` (a binary frame), or
+    /// `{"zstd": "...", "truncate": N}` (the string compressed with the server's dictionary,
+    /// cut after N bytes when given; `zstd_hex` for bytes); each may add `"repeat": N` (the payload N times over, for
+    /// large messages) and `"time_us": T` (its place for cursors, see
+    /// [`ScriptedFrame::time_us`]). Blank lines are skipped.
+    pub fn frames_file(path: impl AsRef<Path>) -> Result<EventSource, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Replay {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut frames = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let frame = parse_frame(line).map_err(|reason| {
+                Error::InvalidConfig(format!("{} line {}: {reason}", path.display(), n + 1))
+            })?;
+            frames.push(frame);
+        }
+        Ok(EventSource::Frames(frames))
+    }
+}
+
+/// One line of a frames script.
+fn parse_frame(line: &str) -> Result<ScriptedFrame, String> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let string = |key: &str| object.get(key).and_then(serde_json::Value::as_str);
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        match object.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a whole number")),
+        }
+    };
+    let repeat = number("repeat")?.unwrap_or(1);
+    let repeat = usize::try_from(repeat).map_err(|_| "repeat is too large".to_owned())?;
+    let times = |bytes: Vec<u8>| -> bytes::Bytes { bytes.repeat(repeat).into() };
+    let kind = if let Some(text) = string("text") {
+        FrameKind::Text(times(text.as_bytes().to_vec()))
+    } else if let Some(hex) = string("text_hex") {
+        FrameKind::Text(times(from_hex(hex)?))
+    } else if let Some(hex) = string("binary_hex") {
+        FrameKind::Binary(times(from_hex(hex)?))
+    } else if let Some(data) = string("zstd")
+        .map(|text| Ok(text.as_bytes().to_vec()))
+        .or_else(|| string("zstd_hex").map(from_hex))
+    {
+        let data = data?;
+        let truncate = number("truncate")?
+            .map(|n| usize::try_from(n).map_err(|_| "truncate is too large".to_owned()))
+            .transpose()?;
+        FrameKind::Zstd {
+            data: times(data),
+            truncate,
+        }
+    } else {
+        return Err("give one of text, text_hex, binary_hex, zstd or zstd_hex".to_owned());
+    };
+    let time_us = match object.get("time_us") {
+        None => None,
+        Some(v) => Some(v.as_i64().ok_or("time_us must be an integer")?),
+    };
+    Ok(ScriptedFrame { kind, time_us })
+}
+
+fn from_hex(hex: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err("odd number of hex digits".to_owned());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("{:?} is not hex", String::from_utf8_lossy(pair)))
+        })
+        .collect()
+}
+
+/// The entries of a script, compressing with `dictionary` where asked.
+fn scripted_entries(
+    frames: Vec<ScriptedFrame>,
+    dictionary: Option<&[u8]>,
+) -> Result<Vec<Entry>, Error> {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let mut compressor = match dictionary {
+        Some(dictionary) => Some(
+            zstd::bulk::Compressor::with_dictionary(3, dictionary)
+                .map_err(|e| Error::InvalidConfig(format!("the zstd dictionary: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut entries = Vec::with_capacity(frames.len());
+    let mut previous = 0;
+    for frame in frames {
+        let (message, content) = match frame.kind {
+            FrameKind::Text(bytes) => (
+                // Raw, so that bytes that are not UTF-8 go out as they are.
+                Message::Frame(Frame::message(
+                    bytes.clone(),
+                    OpCode::Data(Data::Text),
+                    true,
+                )),
+                bytes,
+            ),
+            FrameKind::Binary(bytes) => (Message::Binary(bytes.clone()), bytes),
+            FrameKind::Zstd { data, truncate } => {
+                let compressor = compressor.as_mut().ok_or_else(|| {
+                    Error::InvalidConfig("a zstd frame needs the server's dictionary".into())
+                })?;
+                let mut compressed = compressor
+                    .compress(&data)
+                    .map_err(|e| Error::InvalidConfig(format!("cannot compress: {e}")))?;
+                if let Some(n) = truncate {
+                    compressed.truncate(n);
+                }
+                (Message::Binary(compressed.into()), data)
+            }
+        };
+        let entry = Entry::from_frame(message, &content, frame.time_us, previous);
+        previous = entry.time_us;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Replayed lines as entries, each placed by its event or after the line before it.
+fn replayed_entries(lines: Vec<String>) -> Vec<Entry> {
+    let mut previous = 0;
+    lines
+        .into_iter()
+        .map(|line| {
+            let entry = Entry::from_line(line, previous);
+            previous = entry.time_us;
+            entry
+        })
+        .collect()
 }
 
 /// Faults to inject, per connection.
@@ -299,7 +481,15 @@ impl MockServer {
                     Some(synth),
                 )
             }
-            EventSource::Replay(lines) => (Producer::Replay(lines.into_iter()), None, None),
+            EventSource::Replay(lines) => (
+                Producer::Entries(replayed_entries(lines).into_iter()),
+                None,
+                None,
+            ),
+            EventSource::Frames(frames) => {
+                let entries = scripted_entries(frames, config.zstd_dictionary.as_deref())?;
+                (Producer::Entries(entries.into_iter()), None, None)
+            }
         };
         let shared = Arc::new(Shared {
             log: Log::new(producer, limit, config.window),
@@ -410,5 +600,34 @@ async fn publish(shared: Arc<Shared>, rate: f64) {
         tick.tick().await;
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         shared.log.publish_until(due);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_scripts_parse() {
+        let frame = parse_frame(r#"{"text_hex": "7b ff", "repeat": 2, "time_us": 5}"#).unwrap();
+        assert_eq!(
+            frame,
+            ScriptedFrame {
+                kind: FrameKind::Text(bytes::Bytes::from_static(b"{\xff{\xff")),
+                time_us: Some(5),
+            }
+        );
+        let frame = parse_frame(r#"{"zstd": "ab", "truncate": 3}"#).unwrap();
+        assert_eq!(
+            frame.kind,
+            FrameKind::Zstd {
+                data: bytes::Bytes::from_static(b"ab"),
+                truncate: Some(3)
+            }
+        );
+        assert!(parse_frame(r#"{"binary_hex": "abc"}"#).is_err());
+        assert!(parse_frame(r#"{"text_hex": "zz"}"#).is_err());
+        assert!(parse_frame(r#"{"other": 1}"#).is_err());
+        assert!(parse_frame("[]").is_err());
     }
 }

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use firehose_core::{Event, Payload};
 use firehose_synth::Generator;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// One published event.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) json: Utf8Bytes,
+    pub(crate) body: Body,
     pub(crate) time_us: i64,
     pub(crate) did: Box<str>,
     /// The commit's collection; `None` for identity and account events (and replayed lines
@@ -20,10 +20,30 @@ pub(crate) struct Entry {
     pub(crate) collection: Option<Box<str>>,
 }
 
+/// What goes out for an entry.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    /// An event's JSON: a text frame, or a zstd frame (binary) when the client asked for
+    /// compression.
+    Json(Utf8Bytes),
+    /// A scripted frame, sent exactly as it is whatever the client asked.
+    Frame(Message),
+}
+
+impl Body {
+    /// The frame's payload size.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Body::Json(json) => json.len(),
+            Body::Frame(message) => message.len(),
+        }
+    }
+}
+
 impl Entry {
     pub(crate) fn from_event(event: &Event<'_>) -> Entry {
         Entry {
-            json: event.to_json().into(),
+            body: Body::Json(event.to_json().into()),
             time_us: event.time_us,
             did: event.did.as_ref().into(),
             collection: match &event.payload {
@@ -36,20 +56,40 @@ impl Entry {
     /// A replayed line, sent as it is; a line that does not decode takes `time_us` from the
     /// line before it.
     pub(crate) fn from_line(line: String, previous_time_us: i64) -> Entry {
-        let (time_us, did, collection) = match Event::decode(line.as_bytes()) {
+        let mut entry = Entry::placed(line.as_bytes(), None, previous_time_us);
+        entry.body = Body::Json(line.into());
+        entry
+    }
+
+    /// A scripted frame whose payload, decompressed, is `content`: placed at `time_us` when
+    /// given, else at the time of the event it holds, else at `previous_time_us`.
+    pub(crate) fn from_frame(
+        frame: Message,
+        content: &[u8],
+        time_us: Option<i64>,
+        previous_time_us: i64,
+    ) -> Entry {
+        let mut entry = Entry::placed(content, time_us, previous_time_us);
+        entry.body = Body::Frame(frame);
+        entry
+    }
+
+    /// An entry without a body yet, placed by the event in `content` when it is one.
+    fn placed(content: &[u8], time_us: Option<i64>, previous_time_us: i64) -> Entry {
+        let (event_time, did, collection) = match Event::decode(content) {
             Ok(event) => (
-                event.time_us,
+                Some(event.time_us),
                 event.did.as_ref().into(),
                 match &event.payload {
                     Payload::Commit(commit) => Some(commit.collection.as_ref().into()),
                     Payload::Identity(_) | Payload::Account(_) => None,
                 },
             ),
-            Err(_) => (previous_time_us, "".into(), None),
+            Err(_) => (None, "".into(), None),
         };
         Entry {
-            json: line.into(),
-            time_us,
+            body: Body::Frame(Message::Text(Utf8Bytes::default())),
+            time_us: time_us.or(event_time).unwrap_or(previous_time_us),
             did,
             collection,
         }
@@ -59,14 +99,15 @@ impl Entry {
 /// Where new entries come from.
 pub(crate) enum Producer {
     Generated(Box<Generator>),
-    Replay(std::vec::IntoIter<String>),
+    /// Entries made beforehand: replayed lines or scripted frames.
+    Entries(std::vec::IntoIter<Entry>),
 }
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Producer::Generated(_) => f.write_str("Generated"),
-            Producer::Replay(lines) => write!(f, "Replay({} lines left)", lines.len()),
+            Producer::Entries(entries) => write!(f, "Entries({} left)", entries.len()),
         }
     }
 }
@@ -79,7 +120,6 @@ struct Inner {
     producer: Producer,
     /// How many entries the producer may still make (`None`: no limit).
     remaining: Option<u64>,
-    last_time_us: i64,
 }
 
 impl Inner {
@@ -113,7 +153,6 @@ impl Log {
                 first: 0,
                 producer,
                 remaining: limit,
-                last_time_us: 0,
             }),
             window: window.max(1),
             published: watch::channel(0).0,
@@ -143,7 +182,7 @@ impl Log {
         let inner = self.lock();
         match &inner.producer {
             _ if inner.remaining == Some(0) => true,
-            Producer::Replay(lines) => lines.len() == 0,
+            Producer::Entries(entries) => entries.len() == 0,
             Producer::Generated(_) => false,
         }
     }
@@ -183,12 +222,11 @@ impl Log {
         }
         let entry = match &mut inner.producer {
             Producer::Generated(generator) => Entry::from_event(&generator.next_event()),
-            Producer::Replay(lines) => match lines.next() {
-                Some(line) => Entry::from_line(line, inner.last_time_us),
+            Producer::Entries(entries) => match entries.next() {
+                Some(entry) => entry,
                 None => return false,
             },
         };
-        inner.last_time_us = entry.time_us;
         if let Some(remaining) = inner.remaining.as_mut() {
             *remaining -= 1;
         }
@@ -260,7 +298,13 @@ mod tests {
         let mut c = log.position_for(i64::MIN);
         let replay = log.read(&mut c, 2000, true).entries;
         assert_eq!(
-            replay.iter().map(|e| e.json.as_str()).collect::<Vec<_>>(),
+            replay
+                .iter()
+                .map(|e| match &e.body {
+                    Body::Json(json) => json.as_str(),
+                    Body::Frame(_) => "a frame",
+                })
+                .collect::<Vec<_>>(),
             generated
         );
     }

@@ -158,9 +158,12 @@ impl IngestLoop {
                 if pending.lines.is_empty() || time_us < pending.oldest_us {
                     pending.oldest_us = time_us;
                 }
-                self.status
-                    .newest_time_us
-                    .fetch_max(time_us, Ordering::Relaxed);
+                // An event stamped in the future is kept, but is no place in the stream.
+                if firehose_core::time_us_is_plausible(time_us, now_ms.saturating_mul(1000)) {
+                    self.status
+                        .newest_time_us
+                        .fetch_max(time_us, Ordering::Relaxed);
+                }
                 pending.lines.push(json);
             }
             Message::Malformed { raw, reason, error } => {

@@ -100,7 +100,7 @@ pub fn describe_metrics() {
         ),
         (
             "firehose_writer_failures_total",
-            "Attempts to store a batch that failed (retried).",
+            "Attempts to store a batch or write the checkpoint that failed (retried).",
         ),
     ] {
         describe_counter!(name, help);

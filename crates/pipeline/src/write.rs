@@ -476,20 +476,19 @@ async fn flush(
             op: "encode batch",
             source,
         })?;
-    let mut delay = sinks.retry_delay;
-    let committed = loop {
-        match sealed.store(&*sinks.storage).await {
-            Ok(committed) => break committed,
-            Err(e) => {
-                let attempts = sinks.status.failing_for.fetch_add(1, Ordering::Relaxed) + 1;
-                metrics::counter!("firehose_writer_failures_total").increment(1);
-                warn!(batch = %first, attempts, error = %e, "Storing a batch failed; retrying (its entries stay unacknowledged).");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    };
-    sinks.status.failing_for.store(0, Ordering::Relaxed);
+    let stored = retry(
+        &sinks,
+        || sealed.store(&*sinks.storage),
+        |_| true,
+        |attempts, e| {
+            warn!(batch = %first, attempts, error = %e, "Storing a batch failed; retrying (its entries stay unacknowledged).");
+        },
+    )
+    .await;
+    let committed = stored.map_err(|source| Error::Sink {
+        op: "store batch",
+        source,
+    })?;
     sinks.state.mark_stored(first).await?;
     ack(&sinks, &ids).await?;
     sinks.state.forget_batch(first).await?;
@@ -515,8 +514,26 @@ async fn flush(
         None if newest_us > i64::MIN => newest_us.saturating_add(1),
         None => i64::MIN,
     };
+    // Never past the newest event seen that can be a position in the stream: one stamped in
+    // the future (see `firehose_core::time_us_is_plausible`) is stored but must not move the
+    // checkpoint, or a restart would resume in the future.
+    let checkpoint = if newest_us > i64::MIN {
+        checkpoint.min(newest_us.saturating_add(1))
+    } else {
+        checkpoint
+    };
     if checkpoint > i64::MIN {
-        let raised = raise_checkpoint(&sinks, checkpoint).await?;
+        // Storage trouble (a full disk) is waited out as for the batch; anything else (a
+        // corrupt checkpoint) stops the writer.
+        let raised = retry(
+            &sinks,
+            || sinks.state.raise_checkpoint(checkpoint),
+            |e| matches!(e, Error::Sink { .. }),
+            |attempts, e| {
+                warn!(checkpoint, attempts, error = %e, "Writing the checkpoint failed; retrying.");
+            },
+        )
+        .await?;
         sinks.status.checkpoint_us.store(raised, Ordering::Relaxed);
         metrics::gauge!("firehose_checkpoint_time_us").set(raised as f64);
     }
@@ -544,21 +561,31 @@ async fn flush(
     Ok(Flushed { sealed, events })
 }
 
-/// Raises the checkpoint, retrying while its storage fails (the checkpoint of `run` lives in
-/// the dataset's storage, which can be down just after the batch was stored), as storing the
-/// batch does; other errors (a corrupt checkpoint) are returned.
-async fn raise_checkpoint(sinks: &Sinks, checkpoint: i64) -> Result<i64> {
+/// Runs `op` until it succeeds or fails in a way `retryable` refuses, waiting between attempts
+/// (from the configured delay, doubling up to 30 s). Each failure is logged, counted in
+/// `firehose_writer_failures_total` and in the failing streak `/health` reports; storage that
+/// is down or full is waited out, and backpressure does the rest.
+async fn retry<T, E, F, Fut>(
+    sinks: &Sinks,
+    mut op: F,
+    retryable: impl Fn(&E) -> bool,
+    log: impl Fn(u64, &E),
+) -> std::result::Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
     let mut delay = sinks.retry_delay;
     loop {
-        match sinks.state.raise_checkpoint(checkpoint).await {
-            Ok(raised) => {
+        match op().await {
+            Ok(value) => {
                 sinks.status.failing_for.store(0, Ordering::Relaxed);
-                return Ok(raised);
+                return Ok(value);
             }
-            Err(e @ Error::Sink { .. }) => {
+            Err(e) if retryable(&e) => {
                 let attempts = sinks.status.failing_for.fetch_add(1, Ordering::Relaxed) + 1;
                 metrics::counter!("firehose_writer_failures_total").increment(1);
-                warn!(attempts, error = %e, "Storing the checkpoint failed; retrying.");
+                log(attempts, &e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
@@ -595,7 +622,7 @@ pub fn collection_label(table: Table) -> &'static str {
 }
 
 /// The `reason` label values of `firehose_events_dead_lettered_total`.
-pub const DEAD_LETTER_REASONS: [&str; 9] = [
+pub const DEAD_LETTER_REASONS: [&str; 10] = [
     "syntax",
     "truncated",
     "shape",
@@ -604,6 +631,7 @@ pub const DEAD_LETTER_REASONS: [&str; 9] = [
     "zstd",
     "oversized",
     "json",
+    "protocol",
     "other",
 ];
 

@@ -89,6 +89,11 @@ impl Executor {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("firehose-query")
+            // DataFusion plans, optimizes, evaluates and drops expression trees recursively:
+            // 16 MiB (reserved, used only as deep as a query goes) holds the deepest tree the
+            // SQL guard lets through (`firehose_sql_guard::MAX_NESTING`) with room to spare,
+            // even in a debug build; the default 2 MiB did not.
+            .thread_stack_size(16 << 20)
             .enable_all()
             .build()?;
         Ok(Executor(Some(runtime)))
@@ -268,9 +273,18 @@ impl Dataset {
     pub async fn sql(&self, sql: &str) -> Result<Rows> {
         let statement = check_read_only(sql)?;
         let state = self.ctx.state();
-        let plan = state
-            .statement_to_plan(statement)
+        // Planned on the query runtime, whose threads have the stack deep expressions need
+        // (the caller's may not), like the rest of the query.
+        let Some(executor) = self.executor.handle() else {
+            return Err(Error::Execution(DataFusionError::Internal(
+                "the query runtime is gone".into(),
+            )));
+        };
+        let planning = state.clone();
+        let plan = executor
+            .spawn(async move { planning.statement_to_plan(statement).await })
             .await
+            .map_err(|join| Error::Execution(DataFusionError::External(Box::new(join))))?
             .map_err(Error::from_planning)?;
         SQLOptions::new()
             .with_allow_ddl(false)

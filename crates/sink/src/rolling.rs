@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
-use firehose_core::{BatchBuilder, Event, HOUR_US, Hour, PartitionKey, Table};
+use firehose_core::{
+    BatchBuilder, Event, HOUR_US, Hour, PartitionKey, Table, time_us_is_plausible,
+};
 
 use crate::encode::{ParquetOptions, encode};
 use crate::writer::{BatchName, Committed, FileWritten};
@@ -95,6 +97,13 @@ pub struct DeadLetter {
     pub raw: Bytes,
 }
 
+/// Now, Unix microseconds.
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// Events accumulating in open files, one per partition, until [`OpenFiles::due`] says to close
 /// them. The newest event time and the compression ratio carry over from batch to batch.
 #[derive(Debug)]
@@ -104,7 +113,8 @@ pub struct OpenFiles {
     opened_at: Option<Instant>,
     json_bytes: u64,
     events: u64,
-    /// The newest event time seen, Unix microseconds.
+    /// The newest event time seen, Unix microseconds, leaving out events stamped in the future
+    /// ([`firehose_core::time_us_is_plausible`]), which would close every hour at once.
     watermark_us: i64,
     /// Parquet bytes per JSON byte in the last closed batch.
     ratio: f64,
@@ -139,7 +149,9 @@ impl OpenFiles {
         partition.json_bytes += json_len as u64;
         self.json_bytes += json_len as u64;
         self.events += 1;
-        self.watermark_us = self.watermark_us.max(event.time_us);
+        if event.time_us > self.watermark_us && time_us_is_plausible(event.time_us, now_us()) {
+            self.watermark_us = event.time_us;
+        }
     }
 
     /// Adds a message that failed to decode.
@@ -197,7 +209,8 @@ impl OpenFiles {
         self.json_bytes
     }
 
-    /// The newest event time seen so far, if any.
+    /// The newest event time seen so far, if any, leaving out events stamped more than
+    /// [`firehose_core::MAX_CLOCK_AHEAD_US`] ahead of the clock.
     pub fn watermark_us(&self) -> Option<i64> {
         (self.watermark_us != i64::MIN).then_some(self.watermark_us)
     }
@@ -390,6 +403,22 @@ mod tests {
         })
         .take(n)
         .collect()
+    }
+
+    #[test]
+    fn an_event_stamped_in_the_future_is_kept_but_moves_no_watermark() {
+        let policy = RollPolicy::default();
+        let mut open = OpenFiles::new(policy.grace);
+        let evs = events(3, 1_763_600_000_000_000, 100.0);
+        open.push(&evs[0], 500);
+        let mut future = evs[1].clone();
+        future.time_us = 4_102_444_800_000_000; // 2100
+        open.push(&future, 500);
+        open.push(&evs[2], 500);
+        assert_eq!(open.events(), 3, "kept");
+        assert_eq!(open.watermark_us(), Some(evs[2].time_us));
+        // Its hour did not close every other hour.
+        assert_eq!(open.due(&policy, Instant::now()), None);
     }
 
     #[test]

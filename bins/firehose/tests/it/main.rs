@@ -4,14 +4,18 @@
 mod compact;
 mod config;
 mod crash;
+mod disk_full;
 mod harness;
+mod hostile_input;
 mod import;
 mod inspect;
 mod mock_jetstream;
 mod outage;
 mod pipeline;
 mod query;
+mod redis_auth;
 mod retain;
+mod secrets;
 mod serve;
 
 use std::collections::BTreeSet;

@@ -300,3 +300,156 @@ fn time_and_concurrency_limits() {
         .unwrap();
     assert!(!stderr.contains(TOKEN), "{stderr}");
 }
+
+/// SQL that parses into a very deep tree (a long flat chain of operators) used to overflow
+/// the stack of the worker thread and abort the whole server: one 60 KB request took it down.
+/// It is refused before it is parsed, chains within the bound run, and the server stays up.
+#[test]
+fn deeply_nested_sql_is_refused_and_the_server_stays_up() {
+    let mut s = start(&[]);
+    let chain = format!("SELECT {}1 AS x", "1+".repeat(30_000));
+    let r = request(&s.addr, "POST", "/sql", &[AUTH], chain.as_bytes());
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("nests too deeply"),
+        "{}",
+        r.json()
+    );
+    // Chains just within the bound, of each kind that builds a deep tree, are answered.
+    let within = firehose_sql_guard::MAX_NESTING - 10;
+    let casts = within / 3;
+    for (sql, expect) in [
+        (
+            format!("SELECT {}1 AS x", "1+".repeat(within)),
+            serde_json::json!([{ "x": within + 1 }]),
+        ),
+        (
+            format!("SELECT {}true AS x", "false OR ".repeat(within / 2)),
+            serde_json::json!([{ "x": true }]),
+        ),
+        (
+            format!("SELECT {}1 AS x", "2::BIGINT - ".repeat(casts)),
+            // 2 - 2 - ... - 1, left to right.
+            serde_json::json!([{ "x": 2 - 2 * (casts as i64 - 1) - 1 }]),
+        ),
+    ] {
+        let r = request(&s.addr, "POST", "/sql", &[AUTH], sql.as_bytes());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json(), expect);
+    }
+    let unions = format!(
+        "SELECT count(*) AS n FROM ({}SELECT 1 AS one)",
+        "SELECT 1 AS one UNION ALL ".repeat(within / 5)
+    );
+    let r = request(&s.addr, "POST", "/sql", &[AUTH], unions.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()[0]["n"], within / 5 + 1);
+    assert_eq!(get(&s, "/health", &[]).status, 200);
+    assert!(s.child.try_wait().unwrap().is_none(), "the server is up");
+}
+
+/// Read-only over HTTP: statements that would write a file, read one, or change a setting
+/// are refused with 400 and change nothing; a request without the token runs nothing.
+#[test]
+fn sql_over_http_is_read_only() {
+    let s = start(&[]);
+    let target = std::env::temp_dir().join(format!("firehose-it-stolen-{}", std::process::id()));
+    let _ = std::fs::remove_file(&target);
+    let before = request(
+        &s.addr,
+        "POST",
+        "/sql",
+        &[AUTH],
+        b"SELECT count(*) AS n FROM posts",
+    );
+    assert_eq!(before.status, 200);
+    let copy = format!("COPY posts TO '{}' STORED AS PARQUET", target.display());
+    let r = request(&s.addr, "POST", "/sql", &[], copy.as_bytes());
+    assert_eq!(r.status, 401, "no token, nothing runs");
+    for sql in [
+        copy.clone(),
+        format!("COPY (SELECT 1) TO '{}' STORED AS CSV", target.display()),
+        format!(
+            "CREATE EXTERNAL TABLE stolen STORED AS PARQUET LOCATION '{}'",
+            target.display()
+        ),
+        "SELECT * FROM read_csv('/etc/passwd')".to_owned(),
+        "SET datafusion.execution.batch_size = 1".to_owned(),
+        "WITH gone AS (DELETE FROM posts RETURNING *) SELECT * FROM gone".to_owned(),
+        "DROP TABLE posts".to_owned(),
+    ] {
+        let r = request(&s.addr, "POST", "/sql", &[AUTH], sql.as_bytes());
+        assert_eq!(r.status, 400, "{sql}: {}", String::from_utf8_lossy(&r.body));
+        let r = get(
+            &s,
+            &format!(
+                "/sql?q={}",
+                sql.replace('%', "%25")
+                    .replace(' ', "%20")
+                    .replace('\'', "%27")
+            ),
+            &[AUTH],
+        );
+        assert_eq!(r.status, 400, "GET {sql}");
+    }
+    assert!(!target.exists(), "no file was written");
+    let after = request(
+        &s.addr,
+        "POST",
+        "/sql",
+        &[AUTH],
+        b"SELECT count(*) AS n FROM posts",
+    );
+    assert_eq!(after.json(), before.json(), "nothing changed");
+}
+
+/// Without `--addr`, the API listens on loopback only; listening elsewhere without a token
+/// is warned about.
+#[test]
+fn serve_listens_on_loopback_by_default() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firehose"))
+        .args(["serve", "--data", dataset().to_str().unwrap()])
+        .env_remove("FIREHOSE_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Port 8080 may be taken on this machine; either way the address is loopback.
+    assert!(
+        line.trim() == "listening on http://127.0.0.1:8080"
+            || stderr.contains("cannot listen on 127.0.0.1:8080"),
+        "{line} {stderr}"
+    );
+    assert!(!stderr.contains("without a token"), "{stderr}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firehose"))
+        .args(["serve", "--data", dataset().to_str().unwrap()])
+        .args(["--addr", "0.0.0.0:0"])
+        .env_remove("FIREHOSE_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(line.starts_with("listening on http://0.0.0.0:"), "{line}");
+    assert!(
+        stderr.contains("without a token: anyone who reaches it can query"),
+        "{stderr}"
+    );
+}

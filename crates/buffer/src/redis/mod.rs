@@ -119,6 +119,9 @@ impl From<crate::Error> for Attempt {
 
 /// Errors worth retrying: the connection, or a server that is starting.
 fn transient(e: &RedisError) -> bool {
+    if tls_refused(e) {
+        return false;
+    }
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -127,6 +130,32 @@ fn transient(e: &RedisError) -> bool {
             e.code(),
             Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
         )
+}
+
+/// Whether `e` is a TLS handshake the client refused: the server's certificate is not
+/// trusted, has expired, or names another host. That is configuration, which waiting does not
+/// fix, so it fails at once instead of being retried like an outage.
+fn tls_refused(e: &RedisError) -> bool {
+    use std::error::Error;
+    // redis-rs keeps the I/O error behind an `Arc<dyn Error>`, and tokio-rustls puts the
+    // rustls error inside the I/O error.
+    let mut source: Option<&(dyn Error + 'static)> = e.source();
+    while let Some(error) = source {
+        let io = error.downcast_ref::<std::io::Error>().or_else(|| {
+            error
+                .downcast_ref::<std::sync::Arc<dyn Error + Send + Sync>>()
+                .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+        });
+        if error.is::<rustls::Error>()
+            || io
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// A consumer's progress through its own pending entries after it (re)started.

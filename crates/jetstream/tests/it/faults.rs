@@ -251,3 +251,141 @@ async fn a_reader_that_stops_reading_stops_the_server() {
     })
     .await;
 }
+
+/// Frames that break the WebSocket protocol itself (text that is not UTF-8, a message over the
+/// size limit), sent at a fixed place in the stream so every replay from the cursor sends them
+/// again: each comes out as a `Malformed` without bytes, the client reconnects, resumes past
+/// it, and no event around it is lost. A zstd bomb and a truncated zstd frame are ordinary
+/// dead letters that do not end the connection.
+#[tokio::test]
+async fn frames_that_break_the_protocol_are_dead_lettered_and_skipped_without_losing_events() {
+    use firehose_mock_jetstream::{FrameKind, ScriptedFrame};
+    within_deadline(async {
+        let dictionary = trained_dictionary();
+        let events = firehose_synth::json_corpus(8, 30);
+        let text = |json: &str| ScriptedFrame {
+            kind: FrameKind::Text(json.as_bytes().to_vec().into()),
+            time_us: None,
+        };
+        let mut frames: Vec<ScriptedFrame> = events.iter().map(|e| text(e)).collect();
+        let poison = |kind| ScriptedFrame {
+            kind,
+            time_us: None,
+        };
+        // Not UTF-8, after the 10th event; a message over 16 MiB after the 20th; a bomb
+        // (16 MiB + 1 of spaces, a few KB compressed) and a truncated frame after the 25th.
+        frames.insert(
+            10,
+            poison(FrameKind::Text(b"{\"did\":\"\xff\xfe\"}".to_vec().into())),
+        );
+        frames.insert(
+            21,
+            poison(FrameKind::Text(
+                vec![b' '; firehose_jetstream::MAX_EVENT_BYTES + 1].into(),
+            )),
+        );
+        frames.insert(
+            27,
+            poison(FrameKind::Zstd {
+                data: vec![b' '; firehose_jetstream::MAX_EVENT_BYTES + 1].into(),
+                truncate: None,
+            }),
+        );
+        frames.insert(
+            28,
+            poison(FrameKind::Zstd {
+                data: "{\"not\":\"an event\"}".repeat(50).into_bytes().into(),
+                truncate: Some(20),
+            }),
+        );
+        let server = MockServer::start(MockConfig {
+            events: EventSource::Frames(frames),
+            zstd_dictionary: Some(dictionary.clone()),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let config = Config {
+            compress: true,
+            zstd_dictionary: Some(dictionary),
+            ..client(vec![server.url()])
+        };
+        let mut source = Source::new(config, Some(0)).unwrap();
+        let mut good = Vec::new();
+        // (reason, whether the frame's bytes came with it)
+        let mut malformed = Vec::new();
+        while good.len() < events.len() || malformed.iter().all(|(r, _)| *r != "zstd") {
+            match source.next().await.unwrap() {
+                Message::Event { json, .. } => {
+                    let json = String::from_utf8(json.to_vec()).unwrap();
+                    if !good.contains(&json) {
+                        good.push(json);
+                    }
+                }
+                Message::Malformed { reason, raw, .. } => malformed.push((reason, !raw.is_empty())),
+            }
+        }
+        assert_eq!(good, events, "every event, in order");
+        let count = |m: (&str, bool)| malformed.iter().filter(|x| **x == m).count();
+        // The frames that break the protocol come back with each replay from the cursor less
+        // the rewind, until the client skips past them; the bomb and the truncated frame are
+        // dead letters with their bytes, and the connection goes on after them.
+        assert!(count(("utf8", false)) >= 2, "{malformed:?}");
+        assert!(count(("oversized", false)) >= 1, "{malformed:?}");
+        assert_eq!(count(("oversized", true)), 1, "the bomb: {malformed:?}");
+        assert_eq!(
+            count(("zstd", true)),
+            1,
+            "the truncated frame: {malformed:?}"
+        );
+        let connections = server.sent().connections;
+        assert!(
+            connections <= 5,
+            "at most two reconnections per broken frame: {connections}, {malformed:?}"
+        );
+        // And the stream goes on: nothing else is pending, the connection is open.
+        assert!(source.is_connected());
+    })
+    .await;
+}
+
+/// An event stamped in the future (a broken or hostile server) is delivered, but does not move
+/// the cursor: after a reconnect the client resumes from the newest believable event, not from
+/// the future, and so misses nothing.
+#[tokio::test]
+async fn an_event_stamped_in_the_future_does_not_move_the_cursor() {
+    use firehose_mock_jetstream::{FrameKind, ScriptedFrame};
+    within_deadline(async {
+        let events = firehose_synth::json_corpus(9, 20);
+        let future = r#"{"did":"did:plc:f","time_us":4102444800000000,"kind":"identity","identity":{"did":"did:plc:f","seq":1,"time":"t"}}"#;
+        let mut frames: Vec<ScriptedFrame> = events
+            .iter()
+            .map(|e| ScriptedFrame {
+                kind: FrameKind::Text(e.as_bytes().to_vec().into()),
+                time_us: None,
+            })
+            .collect();
+        let place = firehose_core::Event::decode(events[9].as_bytes())
+            .unwrap()
+            .time_us;
+        frames.insert(
+            10,
+            ScriptedFrame {
+                kind: FrameKind::Text(future.as_bytes().to_vec().into()),
+                time_us: Some(place),
+            },
+        );
+        let server = MockServer::start(MockConfig {
+            events: EventSource::Frames(frames),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut source = Source::new(client(vec![server.url()]), Some(0)).unwrap();
+        let got = read_until(&mut source, |r| r.events.len() == 21).await;
+        assert!(got.times.contains(&4_102_444_800_000_000), "delivered");
+        let newest = got.times.iter().copied().filter(|t| *t < 4_102_444_800_000_000).max();
+        assert_eq!(source.cursor(), newest);
+    })
+    .await;
+}

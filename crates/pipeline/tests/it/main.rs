@@ -98,9 +98,12 @@ fn dataset(dir: &Path) -> (Vec<i64>, Vec<String>) {
     (times, dead)
 }
 
+/// Closes files at 400 KB of JSON, or half a second after they opened (so the last, partial
+/// batch is written soon and `write_all` sees the buffer drained).
 fn small_policy() -> RollPolicy {
     RollPolicy {
         max_open_bytes: 400_000,
+        max_age: Duration::from_millis(500),
         ..RollPolicy::default()
     }
 }
@@ -437,81 +440,93 @@ async fn entries_delivered_again_while_the_writer_holds_them_are_written_once() 
     assert_eq!(times, expected);
 }
 
-/// Local storage whose operations on the checkpoint fail a few times, as an object store does
-/// while it is down.
+/// Local storage whose checkpoint writes fail the first `failures` times, as on a disk that
+/// is full just when the checkpoint is written (the batch before it took the last bytes).
 #[derive(Debug)]
-struct FlakyCheckpoint {
+struct CheckpointWritesFail {
     inner: LocalStorage,
-    failures_left: std::sync::atomic::AtomicU64,
-}
-
-impl FlakyCheckpoint {
-    fn fail(&self, op: &'static str, path: &str) -> firehose_sink::Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let left = &self.failures_left;
-        if path == firehose_pipeline::state::CHECKPOINT_PATH
-            && left
-                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(firehose_sink::Error::Io {
-                op,
-                path: path.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "down"),
-            });
-        }
-        Ok(())
-    }
+    failures: std::sync::atomic::AtomicU32,
 }
 
 #[async_trait::async_trait]
-impl Storage for FlakyCheckpoint {
+impl Storage for CheckpointWritesFail {
     async fn put(&self, path: &str, data: Bytes) -> firehose_sink::Result<()> {
-        self.fail("put", path)?;
+        use std::sync::atomic::Ordering;
+        if path == firehose_pipeline::state::CHECKPOINT_PATH
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(firehose_sink::Error::Io {
+                op: "put",
+                path: path.to_owned(),
+                source: std::io::Error::from_raw_os_error(28), // ENOSPC
+            });
+        }
         self.inner.put(path, data).await
     }
-
     async fn get(&self, path: &str) -> firehose_sink::Result<Bytes> {
-        self.fail("get", path)?;
         self.inner.get(path).await
     }
-
     async fn list(&self, prefix: &str) -> firehose_sink::Result<Vec<firehose_sink::ObjectInfo>> {
         self.inner.list(prefix).await
     }
-
     async fn delete(&self, path: &str) -> firehose_sink::Result<()> {
         self.inner.delete(path).await
     }
 }
 
+/// A checkpoint that cannot be written for a while (a full disk) is retried like a batch: the
+/// writer neither dies nor skips it, and catches up once the disk has room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkpoint_that_cannot_be_stored_for_a_while_is_retried() {
-    let dir = temp_dir("flaky-checkpoint");
-    let storage = Arc::new(FlakyCheckpoint {
+async fn a_checkpoint_write_that_fails_for_a_while_is_retried_not_fatal() {
+    let dir = temp_dir("checkpoint-enospc");
+    let storage: Arc<dyn Storage> = Arc::new(CheckpointWritesFail {
         inner: LocalStorage::new(&dir),
-        failures_left: 3.into(),
+        failures: 3.into(),
     });
     let buffer: Arc<dyn Buffer> = Arc::new(InMemory::new());
-    let input = lines(6, 5_000);
+    let input = lines(5, 6_000);
     let newest = input.iter().map(|(t, _)| *t).max().unwrap();
     fill(&*buffer, &input, 500).await;
     let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
     let config = WriterConfig {
         policy: small_policy(),
         claim_idle: None,
-        retry_delay: Duration::from_millis(10),
+        retry_delay: Duration::from_millis(20),
         ..WriterConfig::default()
     };
-    let report = write_all(buffer, storage.clone(), state.clone(), config).await;
-    assert_eq!(report.events, 5_000);
-    assert_eq!(
-        storage
-            .failures_left
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "the checkpoint failed"
-    );
+    let report = write_all(buffer, storage, state.clone(), config).await;
+    assert_eq!(report.events, 6_000);
+    let (times, _) = dataset(&dir);
+    assert_eq!(times.len(), 6_000, "every event stored once");
     assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
-    assert_eq!(dataset(&dir).0.len(), 5_000);
+}
+
+/// An event stamped in the future is stored, but the checkpoint does not follow it: a restart
+/// resumes from the newest believable event, not from the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stamped_in_the_future_does_not_move_the_checkpoint() {
+    let dir = temp_dir("future");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let buffer: Arc<dyn Buffer> = Arc::new(InMemory::new());
+    let mut input = lines(6, 2_000);
+    let newest = input.iter().map(|(t, _)| *t).max().unwrap();
+    let future = 4_102_444_800_000_000; // 2100
+    let line = format!(
+        r#"{{"did":"did:plc:f","time_us":{future},"kind":"identity","identity":{{"did":"did:plc:f","seq":1,"time":"t"}}}}"#
+    );
+    input.insert(1_000, (future, Bytes::from(line)));
+    fill(&*buffer, &input, 100).await;
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    let config = WriterConfig {
+        policy: small_policy(),
+        claim_idle: None,
+        ..WriterConfig::default()
+    };
+    let report = write_all(buffer, storage, state.clone(), config).await;
+    assert_eq!(report.events, 2_001, "stored");
+    assert!(dataset(&dir).0.contains(&future));
+    assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
 }
