@@ -16,11 +16,11 @@ use firehose_synth::{Config, Generator};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 
-use crate::parquet_files;
 use crate::harness::{
     Proc, START_US, deduplicated, free_port, http_get, local_dataset, metrics, start, temp_dir,
     total,
 };
+use crate::parquet_files;
 
 /// A dead letter the script must produce: its reason, its bytes (empty for a frame that broke
 /// the WebSocket protocol, which is dropped with the connection), how often.
