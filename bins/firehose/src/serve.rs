@@ -52,6 +52,11 @@ pub(crate) struct Args {
     /// Largest request body (SQL text), e.g. `64K`.
     #[arg(long, default_value = "64K", value_parser = parse_size)]
     max_body: usize,
+    /// Give up on a client that has not sent a request's headers, or its body, within this
+    /// long: the connection is closed (headers) or answered 408 (body). Without it, a client
+    /// that sends half a request holds a connection forever.
+    #[arg(long, default_value = "10s", value_parser = parse_age)]
+    read_timeout: Duration,
     /// Most rows one answer may hold.
     #[arg(long, default_value_t = 1_000_000)]
     max_rows: usize,
@@ -61,6 +66,8 @@ struct AppState {
     dataset: Dataset,
     token: Option<String>,
     permits: Semaphore,
+    max_body: usize,
+    read_timeout: Duration,
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
@@ -99,6 +106,8 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             dataset,
             token,
             permits: Semaphore::new(args.max_concurrent.max(1)),
+            max_body: args.max_body,
+            read_timeout: args.read_timeout,
         });
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
@@ -108,11 +117,64 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.addr)))?;
         println!("listening on http://{local}");
         let app = router(state, args.max_body).merge(telemetry_routes(metrics));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| Failure::Data(format!("server failed: {e}")))
+        serve_http(listener, app, args.read_timeout, shutdown_signal()).await;
+        Ok(())
     })
+}
+
+/// Serves `app` on `listener` until `shutdown`, then gives open requests up to 30 s to finish.
+///
+/// What `axum::serve` does, plus a deadline for a request's headers: without one, a client
+/// that opens a connection and sends half its headers holds a socket and a task for as long as
+/// it likes, and enough of them exhaust the process's file descriptors.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "A connection ended with an error.");
+            }
+        });
+    }
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Requests still open 30 s after the shutdown signal were dropped.");
+    }
 }
 
 /// The shared telemetry (Prometheus recorder with real histograms, process figures), with the
@@ -120,7 +182,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
 fn install_metrics() -> Result<firehose_telemetry::Telemetry, Failure> {
     let telemetry =
         firehose_telemetry::Telemetry::install().map_err(|e| Failure::Usage(e.to_string()))?;
-    for reason in ["auth", "sql", "size", "busy", "timeout"] {
+    for reason in ["auth", "sql", "size", "busy", "timeout", "slow"] {
         metrics::counter!("firehose_query_rejected_total", "reason" => reason).increment(0);
     }
     metrics::counter!("firehose_query_requests_total", "route" => "/sql", "status" => "200")
@@ -165,6 +227,10 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/hourly", get(hourly))
         .route("/top", get(top))
         .route("/account/{did}", get(account))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            read_body,
+        ))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authorize,
@@ -214,6 +280,40 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
         }
     }
     next.run(request).await
+}
+
+/// Reads the request's body within `--read-timeout` (408 past it) and `--max-body` (413 over
+/// it), before the handler sees it: a client sending its body slowly holds nothing for long.
+async fn read_body(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, state.max_body);
+    let bytes = match tokio::time::timeout(state.read_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                rejected("size");
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is too large",
+                );
+            }
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            );
+        }
+        Err(_) => {
+            rejected("slow");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

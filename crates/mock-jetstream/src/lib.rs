@@ -376,7 +376,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Sent {
     /// Connections accepted (handshake done).
     pub connections: u64,
-    /// Event frames sent (duplicates included, broken frames not).
+    /// Event frames sent (duplicates and scripted frames included, broken frames of the
+    /// `malformed_every` fault not).
     pub events: u64,
     /// Bytes of those frames (compressed when they were).
     pub bytes: u64,

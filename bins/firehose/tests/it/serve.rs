@@ -453,3 +453,52 @@ fn serve_listens_on_loopback_by_default() {
         "{stderr}"
     );
 }
+
+/// A client that sends half its headers, or its body too slowly, is given up on after
+/// `--read-timeout`: the connection is closed, or the request answered 408. (Before, a
+/// connection with half its headers stayed open as long as the client liked.)
+#[test]
+fn slow_clients_are_given_up_on() {
+    let s = start(&["--read-timeout", "2s"]);
+    let started = std::time::Instant::now();
+    let mut half = TcpStream::connect(&s.addr).unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = half.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let started = std::time::Instant::now();
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        slow,
+        "POST /sql HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\nSELECT"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // Others are served meanwhile and after.
+    assert_eq!(get(&s, "/sql?q=SELECT%201", &[AUTH]).status, 200);
+    let metrics = String::from_utf8(get(&s, "/metrics", &[]).body).unwrap();
+    assert!(
+        metrics.contains("firehose_query_rejected_total{reason=\"slow\"} 1"),
+        "{metrics}"
+    );
+}
