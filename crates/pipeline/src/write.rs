@@ -28,7 +28,9 @@ pub struct WriterConfig {
     pub policy: RollPolicy,
     /// How files are encoded.
     pub parquet: ParquetOptions,
-    /// Entries asked for per read.
+    /// Entries asked for per read, at most: fewer when entries are large, so that one read
+    /// holds about a quarter of `policy.max_open_bytes` (an entry holds up to 500 events when
+    /// ingest has a backlog: 256 of them are about 75 MB).
     pub read_entries: usize,
     /// Take over entries another consumer left unacknowledged for this long (`None`: never;
     /// the in-memory buffer has one writer). Must exceed the longest time a batch stays open.
@@ -124,6 +126,8 @@ pub struct WriteLoop {
     /// Entries stored and acknowledged, still in `held` until the next read is sent: a reply
     /// to a read sent before their acknowledgement may still hold them.
     acknowledged: Vec<EntryId>,
+    /// The payload of the largest entry of the last read (0 before the first).
+    entry_bytes: u64,
     /// Newest event time in the open files and in everything stored.
     newest_us: i64,
     journal: HashMap<EntryId, EntryId>,
@@ -163,6 +167,7 @@ impl WriteLoop {
             held: HashSet::new(),
             in_flight_ids: Vec::new(),
             acknowledged: Vec::new(),
+            entry_bytes: 0,
             newest_us: i64::MIN,
             journal: HashMap::new(),
             recovering: BTreeMap::new(),
@@ -207,8 +212,9 @@ impl WriteLoop {
             }
             let block = self.time_until_due().min(Duration::from_secs(1));
             self.release_acknowledged();
+            let count = self.read_count();
             let entries = tokio::select! {
-                read = self.sinks.buffer.read(&self.config.consumer, self.config.read_entries, block) => {
+                read = self.sinks.buffer.read(&self.config.consumer, count, block) => {
                     read.map_err(|source| Error::Buffer { op: "read", source })?
                 }
                 () = shutdown.cancelled() => break,
@@ -225,11 +231,7 @@ impl WriteLoop {
                 let entries = self
                     .sinks
                     .buffer
-                    .read(
-                        &self.config.consumer,
-                        self.config.read_entries,
-                        Duration::ZERO,
-                    )
+                    .read(&self.config.consumer, self.read_count(), Duration::ZERO)
                     .await
                     .map_err(|source| Error::Buffer { op: "read", source })?;
                 if entries.is_empty() {
@@ -244,6 +246,17 @@ impl WriteLoop {
         self.flush_open().await?;
         self.finish_in_flight().await?;
         Ok(self.report)
+    }
+
+    /// Entries to ask for: as many as fit a quarter of the open files' bound, judged by the
+    /// largest entry of the last read (one entry first), up to `read_entries`.
+    fn read_count(&self) -> usize {
+        if self.entry_bytes == 0 {
+            return 1;
+        }
+        let budget = (self.config.policy.max_open_bytes / 4).max(1);
+        let fit = usize::try_from(budget / self.entry_bytes).unwrap_or(usize::MAX);
+        fit.clamp(1, self.config.read_entries.max(1))
     }
 
     fn time_until_due(&self) -> Duration {
@@ -278,6 +291,9 @@ impl WriteLoop {
 
     /// Routes entries: those of a journaled batch to its recovery, the rest to the open files.
     async fn take(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if let Some(largest) = entries.iter().map(|e| e.batch.bytes()).max() {
+            self.entry_bytes = largest.max(1);
+        }
         let mut taken = Vec::new();
         for entry in entries {
             match self.journal.get(&entry.id).copied() {

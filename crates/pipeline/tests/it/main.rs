@@ -530,3 +530,92 @@ async fn an_event_stamped_in_the_future_does_not_move_the_checkpoint() {
     assert!(dataset(&dir).0.contains(&future));
     assert_eq!(state.checkpoint().await.unwrap(), Some(newest + 1));
 }
+
+/// The in-memory buffer, recording the payload of the largest read.
+#[derive(Debug)]
+struct Recording {
+    inner: InMemory,
+    largest_read: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Display for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recording({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl Buffer for Recording {
+    async fn append(&self, batch: Batch) -> firehose_buffer::Result<EntryId> {
+        self.inner.append(batch).await
+    }
+
+    async fn read(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> firehose_buffer::Result<Vec<firehose_buffer::Entry>> {
+        let entries = self.inner.read(consumer, count, block).await?;
+        let bytes = entries.iter().map(|e| e.batch.bytes()).sum();
+        self.largest_read
+            .fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(entries)
+    }
+
+    async fn ack(&self, ids: &[EntryId]) -> firehose_buffer::Result<u64> {
+        self.inner.ack(ids).await
+    }
+
+    async fn claim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> firehose_buffer::Result<Vec<firehose_buffer::Entry>> {
+        self.inner.claim(consumer, min_idle, count).await
+    }
+
+    async fn stats(&self) -> firehose_buffer::Result<firehose_buffer::Stats> {
+        self.inner.stats().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_large_entries_holds_about_a_quarter_of_the_open_files_bound() {
+    let dir = temp_dir("read-size");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let buffer = Arc::new(Recording {
+        inner: InMemory::new(),
+        largest_read: 0.into(),
+    });
+    // Entries of 500 events, as ingest appends them when it has a backlog.
+    let input = lines(7, 20_000);
+    fill(&*buffer, &input, 500).await;
+    let entry = input[..500]
+        .iter()
+        .map(|(_, l)| l.len() as u64)
+        .sum::<u64>();
+    let policy = RollPolicy {
+        max_open_bytes: 4 * entry,
+        max_age: Duration::from_secs(1),
+        ..RollPolicy::default()
+    };
+    let budget = policy.max_open_bytes / 4;
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    let config = WriterConfig {
+        policy,
+        claim_idle: None,
+        ..WriterConfig::default()
+    };
+    write_all(buffer.clone(), storage, state, config).await;
+    let largest = buffer
+        .largest_read
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        largest <= budget * 3 / 2,
+        "a read held {largest} bytes; a quarter of the open files' bound is {budget}"
+    );
+    let (times, _) = dataset(&dir);
+    assert_eq!(times.len(), 20_000);
+}
