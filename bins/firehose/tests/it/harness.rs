@@ -373,16 +373,6 @@ impl Rng {
     }
 }
 
-/// Resident and peak resident memory of a process, in bytes (Linux `/proc`).
-pub(crate) fn rss(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = |field: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(field))?;
-        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-    };
-    Some((kb("VmRSS:")?, kb("VmHWM:")?))
-}
-
 /// Whether the real servers a test needs are installed. Without them the test prints
 /// `NOT RUN` and passes, unless `FIREHOSE_REQUIRE_SERVERS=1` (as in `scripts/test`), where
 /// it fails.
@@ -435,10 +425,6 @@ impl RedisServer {
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.proc.as_ref().unwrap().pid()
     }
 
     /// Starts the server again (same port, directory and settings) and waits until it has
