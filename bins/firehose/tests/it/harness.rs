@@ -156,6 +156,19 @@ pub(crate) fn start(name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)])
     )
 }
 
+/// The resident memory of process `pid`, in bytes (0 when it is gone).
+pub(crate) fn rss(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
 pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -464,6 +477,11 @@ impl RedisServer {
         assert_eq!(code, 0, "redis-server shut down cleanly");
     }
 
+    /// The server's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
     /// The directory of the append-only file's parts.
     pub(crate) fn aof_dir(&self) -> PathBuf {
         self.dir.join("appendonlydir")
@@ -664,6 +682,18 @@ impl Deployment {
         start_cursor: i64,
         extra: &[&str],
     ) -> Proc {
+        self.ingest_with_env(url, metrics_addr, start_cursor, extra, &[])
+    }
+
+    /// [`ingest`](Self::ingest) with environment variables (`FIREHOSE_BUFFER_CAPACITY_BYTES`).
+    pub(crate) fn ingest_with_env(
+        &self,
+        url: &str,
+        metrics_addr: &str,
+        start_cursor: i64,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let cursor = start_cursor.to_string();
         let redis = self.redis.url();
         let mut args = vec![
@@ -680,7 +710,7 @@ impl Deployment {
             &cursor,
         ];
         args.extend_from_slice(extra);
-        start("ingest", &self.dir, &args, &[])
+        start("ingest", &self.dir, &args, env)
     }
 
     /// `firehose write` as `consumer` to the dataset, with `extra` settings after the defaults

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `firehose` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
+mod backpressure;
 mod compact;
 mod config;
 mod crash;
