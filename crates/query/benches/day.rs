@@ -389,7 +389,10 @@ fn main() {
             let ds = Dataset::open_local(&dir, options).await.expect("open");
             let timings = suite(&ds, args.runs).await;
             print(
-                &format!("{} events, compacted, de-duplicated (the default)", args.events),
+                &format!(
+                    "{} events, compacted, de-duplicated (the default)",
+                    args.events
+                ),
                 &timings,
             );
         }

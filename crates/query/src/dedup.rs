@@ -138,7 +138,9 @@ impl TableProvider for DedupTable {
             .await?;
         let read_schema = files.schema();
         let predicate = match conjunction(unqualified) {
-            Some(p) => Some(state.create_physical_expr(p, &DFSchema::try_from(read_schema.clone())?)?),
+            Some(p) => {
+                Some(state.create_physical_expr(p, &DFSchema::try_from(read_schema.clone())?)?)
+            }
             None => None,
         };
         let filtered = |plan: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
@@ -184,8 +186,7 @@ pub(crate) fn compacted_partition<'a>(mut names: impl Iterator<Item = &'a str>) 
     fn output_hash(name: &str) -> Option<&str> {
         let stem = name.strip_prefix("compact-")?.strip_suffix(".parquet")?;
         let (hash, n) = stem.rsplit_once('-')?;
-        (!hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .then_some(hash)
+        (!hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(hash)
     }
     match names.next().map(output_hash) {
         Some(Some(first)) => names.all(|n| output_hash(n) == Some(first)),
@@ -198,7 +199,10 @@ pub(crate) fn compacted_partition<'a>(mut names: impl Iterator<Item = &'a str>) 
 /// table) counts as not compacted.
 fn split_compacted(
     files: Arc<dyn ExecutionPlan>,
-) -> Result<(Option<Arc<dyn ExecutionPlan>>, Option<Arc<dyn ExecutionPlan>>)> {
+) -> Result<(
+    Option<Arc<dyn ExecutionPlan>>,
+    Option<Arc<dyn ExecutionPlan>>,
+)> {
     let Some(config) = files
         .downcast_ref::<DataSourceExec>()
         .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
@@ -232,7 +236,14 @@ fn split_compacted(
         let groups: Vec<FileGroup> = config
             .file_groups
             .iter()
-            .map(|g| FileGroup::new(g.iter().filter(|f| is_compacted(f) == keep).cloned().collect()))
+            .map(|g| {
+                FileGroup::new(
+                    g.iter()
+                        .filter(|f| is_compacted(f) == keep)
+                        .cloned()
+                        .collect(),
+                )
+            })
             .filter(|g| !g.is_empty())
             .collect();
         let builder = FileScanConfigBuilder::from(config.clone());
@@ -421,7 +432,9 @@ impl SeenKeys {
     fn new() -> Self {
         SeenKeys {
             seed: std::hash::RandomState::new().hash_one(0u8),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashSet128::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashSet128::default()))
+                .collect(),
         }
     }
 }
@@ -493,9 +506,9 @@ impl Seen {
             if rows.is_empty() {
                 continue;
             }
-            let mut set = self.keys.shards[s]
-                .lock()
-                .map_err(|_| DataFusionError::Internal("a de-duplication lock was poisoned".into()))?;
+            let mut set = self.keys.shards[s].lock().map_err(|_| {
+                DataFusionError::Internal("a de-duplication lock was poisoned".into())
+            })?;
             let before = set.capacity();
             set.reserve(rows.len());
             for &i in rows {

@@ -62,10 +62,9 @@ async fn compacted_partitions_skip_dedup_and_answers_stay_exact() {
         let sql = format!("EXPLAIN {sql}");
         async move { shown(&ds.sql(&sql).await.unwrap().batches) }
     };
-    let compacted_day = explain(
-        "SELECT count(*) FROM posts WHERE year = '2026' AND month = '11' AND day = '20'",
-    )
-    .await;
+    let compacted_day =
+        explain("SELECT count(*) FROM posts WHERE year = '2026' AND month = '11' AND day = '20'")
+            .await;
     assert!(!compacted_day.contains("DedupExec"), "{compacted_day}");
     let late_hour = explain(
         "SELECT count(*) FROM posts WHERE year = '2026' AND month = '11' AND day = '21' AND hour = '06'",

@@ -77,7 +77,8 @@ async fn files_written_and_compacted_after_open_are_seen() {
     let dir = std::env::temp_dir().join(format!("firehose-query-it-live-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let storage = std::sync::Arc::new(firehose_sink::LocalStorage::new(&dir));
-    let writer = firehose_sink::Writer::new(storage.clone(), firehose_sink::ParquetOptions::default());
+    let writer =
+        firehose_sink::Writer::new(storage.clone(), firehose_sink::ParquetOptions::default());
     let name = |a: &str| firehose_sink::BatchName::new(a, "live").unwrap();
     writer.write(&name("a"), first).await.unwrap();
     let ds = Dataset::open_local(&dir, QueryOptions::default())
