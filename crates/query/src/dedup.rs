@@ -194,15 +194,12 @@ pub(crate) fn compacted_partition<'a>(mut names: impl Iterator<Item = &'a str>) 
     }
 }
 
+type Plan = Arc<dyn ExecutionPlan>;
+
 /// Splits a listing scan into the files of compacted partitions (no duplicates) and the
 /// others (to de-duplicate). Either may be absent. A plan that is not a file scan (an empty
 /// table) counts as not compacted.
-fn split_compacted(
-    files: Arc<dyn ExecutionPlan>,
-) -> Result<(
-    Option<Arc<dyn ExecutionPlan>>,
-    Option<Arc<dyn ExecutionPlan>>,
-)> {
+fn split_compacted(files: Plan) -> Result<(Option<Plan>, Option<Plan>)> {
     let Some(config) = files
         .downcast_ref::<DataSourceExec>()
         .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
