@@ -1,5 +1,8 @@
 //! Generates one day of events at a given volume, writes it as the sink does, and times every
-//! typed call and a few SQL queries on it.
+//! typed call and a few SQL queries on it: first on the dataset as the sink leaves it before
+//! compaction (a file per table and hour every five minutes, as the sink rolls its files, plus a
+//! replay of a few seconds once an hour, as after a Jetstream reconnect), then on a compacted
+//! copy (`firehose_sink::compact`, as `firehose compact` does after the hours close).
 //!
 //! ```sh
 //! cargo bench -p firehose-query --bench day -- --events 8100000   # the seed's volume
@@ -7,9 +10,11 @@
 //! ```
 //!
 //! Options: `--events N` (default 8,100,000), `--dir PATH` (default
-//! `/tmp/firehose-query-bench-N`; an existing dataset there is reused), `--runs R` (default 3;
-//! the best and the first run are printed), `--no-dedup-too` to skip the comparison without
-//! de-duplication.
+//! `/tmp/firehose-query-bench-N`; an existing dataset there is reused, and its compacted copy
+//! goes to `PATH-compacted`), `--runs R` (default 3; the best and the first run are printed),
+//! `--batch-seconds S` (default 300: seconds of events per written batch), `--layout
+//! raw|compacted|both` (default both), `--no-dedup-too` to skip the comparison without
+//! de-duplication on the raw layout.
 #![allow(clippy::expect_used)] // a benchmark stops at the first failure, like a test
 
 use std::sync::Arc;
@@ -17,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use firehose_core::Event;
 use firehose_query::{Dataset, Engagement, PostQuery, QueryOptions, Rows, TimeRange};
-use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer};
+use firehose_sink::{BatchName, CompactOptions, LocalStorage, ParquetOptions, Writer, compact};
 use firehose_synth::{Config, Generator};
 
 const DAY_US: i64 = 86_400_000_000;
+const HOUR_US: i64 = 3_600_000_000;
 /// 2026-11-20T00:00:00Z.
 const START_US: i64 = 1_763_596_800_000_000 + 365 * DAY_US;
 
@@ -29,6 +35,9 @@ struct Args {
     dir: std::path::PathBuf,
     runs: usize,
     compare: bool,
+    batch_seconds: f64,
+    raw: bool,
+    compacted: bool,
 }
 
 fn args() -> Args {
@@ -36,6 +45,8 @@ fn args() -> Args {
     let mut dir = None;
     let mut runs = 3;
     let mut compare = true;
+    let mut batch_seconds = 300.0;
+    let (mut raw, mut compacted) = (true, true);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -43,6 +54,17 @@ fn args() -> Args {
             "--dir" => dir = it.next().map(Into::into),
             "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
             "--no-dedup-too" => compare = false,
+            "--batch-seconds" => {
+                batch_seconds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(batch_seconds);
+            }
+            "--layout" => match it.next().as_deref() {
+                Some("raw") => (raw, compacted) = (true, false),
+                Some("compacted") => (raw, compacted) = (false, true),
+                _ => (raw, compacted) = (true, true),
+            },
             // cargo bench passes --bench.
             _ => {}
         }
@@ -53,6 +75,9 @@ fn args() -> Args {
         dir,
         runs: runs.max(1),
         compare,
+        batch_seconds,
+        raw,
+        compacted,
     }
 }
 
@@ -80,10 +105,13 @@ async fn generate(args: &Args) {
         start_time_us: START_US,
         ..Config::default()
     });
-    let batch = 200_000u64;
+    // The sink closes a file per table and hour every five minutes at these volumes.
+    let batch = ((rate * args.batch_seconds) as u64).max(1);
     let mut written = 0u64;
     let mut files = 0usize;
     let mut bytes = 0u64;
+    let mut replayed = 0u64;
+    let mut next_replay_us = START_US + HOUR_US / 2;
     while written < args.events {
         let n = batch.min(args.events - written);
         let events: Vec<Event<'static>> = (0..n).map(|_| generator.next_event()).collect();
@@ -96,13 +124,70 @@ async fn generate(args: &Args) {
         files += committed.files.len();
         bytes += committed.bytes();
         written += n;
+        // Once an hour a reconnect: the last three seconds delivered again, in a file of
+        // their own.
+        let last_us = events.last().map_or(0, |e| e.time_us);
+        if last_us >= next_replay_us {
+            next_replay_us += HOUR_US;
+            let again: Vec<Event<'static>> = events
+                .iter()
+                .filter(|e| e.time_us > last_us - 3_000_000)
+                .cloned()
+                .collect();
+            let name = BatchName::new("replay", &format!("{written:012}")).expect("name");
+            let committed = writer.write(&name, &again).await.expect("write");
+            files += committed.files.len();
+            bytes += committed.bytes();
+            replayed += again.len() as u64;
+        }
     }
     std::fs::write(&marker, b"").expect("marker");
     println!(
-        "wrote {written} events in {files} files, {:.1} MB, in {:.1} s",
+        "wrote {written} events and {replayed} replayed again in {files} files, {:.1} MB, in {:.1} s",
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A compacted copy of the dataset at `<dir>-compacted` (made once, then reused).
+async fn compacted_copy(args: &Args) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(format!("{}-compacted", args.dir.display()));
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        println!("reusing the compacted dataset in {}", dir.display());
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&args.dir, &dir);
+    let started = Instant::now();
+    let storage = LocalStorage::new(&dir);
+    let done = compact(&storage, i64::MAX, &CompactOptions::default(), |_| {})
+        .await
+        .expect("compact");
+    std::fs::write(&marker, b"").expect("marker");
+    println!(
+        "compacted {} partitions: {} files in, {} out, {} duplicates removed, {:.1} MB, in {:.1} s",
+        done.partitions,
+        done.files_in,
+        done.files_out,
+        done.duplicates,
+        done.bytes_out as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    dir
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != ".complete" {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
 
 struct Timing {
@@ -128,6 +213,11 @@ where
         best = best.min(took);
         rows = result.num_rows();
     }
+    eprintln!(
+        "  {name}: first {:.3} s, best {:.3} s, {rows} rows",
+        first.unwrap_or_default().as_secs_f64(),
+        best.as_secs_f64()
+    );
     Timing {
         name,
         first: first.unwrap_or_default(),
@@ -262,27 +352,47 @@ fn main() {
             max_rows: 10_000_000,
             ..QueryOptions::default()
         };
-        let ds = Dataset::open_local(&args.dir, options.clone())
-            .await
-            .expect("open");
-        let timings = suite(&ds, args.runs).await;
-        print(
-            &format!("{} events, de-duplicated (the default)", args.events),
-            &timings,
-        );
-        if args.compare {
-            let raw = Dataset::open_local(
-                &args.dir,
-                QueryOptions {
-                    dedup: false,
-                    ..options
-                },
-            )
-            .await
-            .expect("open");
-            let timings = suite(&raw, args.runs).await;
+        if args.raw {
+            let ds = Dataset::open_local(&args.dir, options.clone())
+                .await
+                .expect("open");
+            let timings = suite(&ds, args.runs).await;
             print(
-                &format!("{} events, without de-duplication", args.events),
+                &format!(
+                    "{} events, as written (before compaction), de-duplicated (the default)",
+                    args.events
+                ),
+                &timings,
+            );
+            if args.compare {
+                let plain = Dataset::open_local(
+                    &args.dir,
+                    QueryOptions {
+                        dedup: false,
+                        ..options.clone()
+                    },
+                )
+                .await
+                .expect("open");
+                let timings = suite(&plain, args.runs).await;
+                print(
+                    &format!(
+                        "{} events, as written (before compaction), without de-duplication",
+                        args.events
+                    ),
+                    &timings,
+                );
+            }
+        }
+        if args.compacted {
+            let dir = compacted_copy(&args).await;
+            let ds = Dataset::open_local(&dir, options).await.expect("open");
+            let timings = suite(&ds, args.runs).await;
+            print(
+                &format!(
+                    "{} events, compacted, de-duplicated (the default)",
+                    args.events
+                ),
                 &timings,
             );
         }

@@ -11,6 +11,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::{TableProvider, ViewTable};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -194,6 +195,11 @@ impl Dataset {
         // error instead of filling the disk of a small host.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(options.memory_limit, 1.0)
+            // DataFusion caches a table's file listing forever by default: a long-lived dataset
+            // (`firehose serve`) would never see new files, and would fail on the files
+            // compaction deletes. List on every query (one listing per table, pruned to the
+            // partitions in range); Parquet footers stay cached, keyed by path, size and time.
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )

@@ -1,9 +1,9 @@
 //! A table provider that removes duplicate events by event key.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
@@ -11,20 +11,26 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::datasource::{TableProvider, TableType, provider_as_source};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
-    PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
 use firehose_core::Table;
 use futures::StreamExt;
@@ -97,16 +103,25 @@ impl TableProvider for DedupTable {
             Some(p) => p.iter().map(|&i| schema.field(i).name().clone()).collect(),
             None => schema.fields().iter().map(|f| f.name().clone()).collect(),
         };
-        // Read the wanted columns, the key and what the filters need.
+        // Read the wanted columns, the key and what the filters need, with the filters' column
+        // references made unqualified (they are evaluated on the scan's own schema).
         let mut read: BTreeSet<String> = wanted.iter().cloned().collect();
         read.extend(Self::key(self.table).iter().map(|&k| k.to_owned()));
+        let mut unqualified = Vec::with_capacity(filters.len());
         for f in filters {
-            f.apply(|e| {
-                if let Expr::Column(c) = e {
-                    read.insert(c.name.clone());
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })?;
+            let f = f
+                .clone()
+                .transform(|e| {
+                    Ok(match e {
+                        Expr::Column(c) => {
+                            read.insert(c.name.clone());
+                            Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+                        }
+                        e => Transformed::no(e),
+                    })
+                })?
+                .data;
+            unqualified.push(f);
         }
         let read_indices: Vec<usize> = schema
             .fields()
@@ -115,40 +130,134 @@ impl TableProvider for DedupTable {
             .filter(|(_, f)| read.contains(f.name()))
             .map(|(i, _)| i)
             .collect();
-        let mut plan = LogicalPlanBuilder::scan_with_filters(
-            self.table.name(),
-            provider_as_source(Arc::clone(&self.inner)),
-            Some(read_indices),
-            filters.to_vec(),
-        )?;
-        if let Some(predicate) = conjunction(filters.iter().cloned()) {
-            plan = plan.filter(predicate)?;
-        }
-        let files = state.create_physical_plan(&plan.build()?).await?;
-        let input_schema = files.schema();
-        let key: Vec<Arc<dyn PhysicalExpr>> = Self::key(self.table)
-            .iter()
-            .map(|&k| datafusion::physical_expr::expressions::col(k, &input_schema))
-            .collect::<Result<_>>()?;
+        // The listing prunes partitions with the filters on partition columns; the filters are
+        // then all applied on top (the physical optimizer pushes them into the Parquet reader).
+        let files = self
+            .inner
+            .scan(state, Some(&read_indices), &unqualified, None)
+            .await?;
+        let read_schema = files.schema();
+        let predicate = match conjunction(unqualified) {
+            Some(p) => {
+                Some(state.create_physical_expr(p, &DFSchema::try_from(read_schema.clone())?)?)
+            }
+            None => None,
+        };
+        let filtered = |plan: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
+            Ok(match &predicate {
+                Some(p) => Arc::new(FilterExec::try_new(Arc::clone(p), plan)?),
+                None => plan,
+            })
+        };
         let output: Vec<usize> = wanted
             .iter()
-            .map(|n| input_schema.index_of(n))
+            .map(|n| read_schema.index_of(n))
             .collect::<Result<_, _>>()?;
-        let partitions = state.config().target_partitions().max(1);
-        let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
-            Arc::new(RepartitionExec::try_new(
-                files,
-                Partitioning::Hash(key.clone(), partitions),
-            )?)
-        } else {
-            files
-        };
-        Ok(Arc::new(DedupExec::try_new(input, key, output)?))
+        let (compacted, raw) = split_compacted(files)?;
+        let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(2);
+        if let Some(plan) = compacted {
+            // Compaction already removed the duplicates of these partitions.
+            let columns: Vec<ProjectionExpr> = output
+                .iter()
+                .map(|&i| {
+                    let name = read_schema.field(i).name().clone();
+                    ProjectionExpr::new(Arc::new(PhysicalColumn::new(&name, i)), name)
+                })
+                .collect();
+            parts.push(Arc::new(ProjectionExec::try_new(columns, filtered(plan)?)?));
+        }
+        if let Some(plan) = raw {
+            let key: Vec<Arc<dyn PhysicalExpr>> = Self::key(self.table)
+                .iter()
+                .map(|&k| datafusion::physical_expr::expressions::col(k, &read_schema))
+                .collect::<Result<_>>()?;
+            parts.push(Arc::new(DedupExec::try_new(filtered(plan)?, key, output)?));
+        }
+        UnionExec::try_new(parts)
     }
 }
 
-/// Drops rows whose key an earlier row of the same partition had. The input must be
-/// partitioned by the key (or be one partition).
+/// Whether `names` (the files of one partition) are exactly the outputs of one compaction:
+/// all named `compact-<hash>-<n>.parquet` with the same hash. This is the sink's own test
+/// (`firehose_sink::compact`) for a partition it has finished: compaction writes every output
+/// before it deletes an input, so no partition with a duplicate left looks like this, and a file
+/// added later (a late event) makes the partition incomplete again.
+pub(crate) fn compacted_partition<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
+    fn output_hash(name: &str) -> Option<&str> {
+        let stem = name.strip_prefix("compact-")?.strip_suffix(".parquet")?;
+        let (hash, n) = stem.rsplit_once('-')?;
+        (!hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(hash)
+    }
+    match names.next().map(output_hash) {
+        Some(Some(first)) => names.all(|n| output_hash(n) == Some(first)),
+        _ => false,
+    }
+}
+
+type Plan = Arc<dyn ExecutionPlan>;
+
+/// Splits a listing scan into the files of compacted partitions (no duplicates) and the
+/// others (to de-duplicate). Either may be absent. A plan that is not a file scan (an empty
+/// table) counts as not compacted.
+fn split_compacted(files: Plan) -> Result<(Option<Plan>, Option<Plan>)> {
+    let Some(config) = files
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+    else {
+        return Ok((None, Some(files)));
+    };
+    // The listing keeps or prunes whole partitions, so the files here are all of each
+    // partition's files.
+    let mut partitions: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for file in config.file_groups.iter().flat_map(FileGroup::iter) {
+        let path = file.object_meta.location.as_ref();
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        partitions.entry(dir).or_default().insert(name);
+    }
+    let compacted: HashSet<&str> = partitions
+        .iter()
+        .filter(|(_, names)| compacted_partition(names.iter().copied()))
+        .map(|(&dir, _)| dir)
+        .collect();
+    if compacted.is_empty() {
+        return Ok((None, Some(files)));
+    }
+    if compacted.len() == partitions.len() {
+        return Ok((Some(files), None));
+    }
+    let is_compacted = |file: &PartitionedFile| {
+        let path = file.object_meta.location.as_ref();
+        compacted.contains(path.rsplit_once('/').map_or("", |(dir, _)| dir))
+    };
+    let subset = |keep: bool| -> Result<Arc<dyn ExecutionPlan>> {
+        let groups: Vec<FileGroup> = config
+            .file_groups
+            .iter()
+            .map(|g| {
+                FileGroup::new(
+                    g.iter()
+                        .filter(|f| is_compacted(f) == keep)
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .filter(|g| !g.is_empty())
+            .collect();
+        let builder = FileScanConfigBuilder::from(config.clone());
+        let unknown = Statistics::new_unknown(builder.table_schema());
+        let subset = builder
+            .with_file_groups(groups)
+            .with_statistics(unknown)
+            .with_output_partitioning(None)
+            .build();
+        Ok(DataSourceExec::from_data_source(subset))
+    };
+    Ok((Some(subset(true)?), Some(subset(false)?)))
+}
+
+/// Drops rows whose key an earlier row had. The partitions of the input share one set of
+/// keys seen (sharded, each shard behind its own lock), so the input is not repartitioned by
+/// key: each partition reads its files and decides row by row.
 #[derive(Debug)]
 pub(crate) struct DedupExec {
     input: Arc<dyn ExecutionPlan>,
@@ -157,6 +266,8 @@ pub(crate) struct DedupExec {
     output: Vec<usize>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    /// The keys seen in this execution (a new plan node, as `reset_state` makes, starts empty).
+    seen: Arc<SeenKeys>,
 }
 
 impl DedupExec {
@@ -178,6 +289,7 @@ impl DedupExec {
             output,
             schema,
             properties: Arc::new(properties),
+            seen: Arc::new(SeenKeys::new()),
         })
     }
 }
@@ -202,16 +314,8 @@ impl ExecutionPlan for DedupExec {
         vec![&self.input]
     }
 
-    fn required_input_distribution(&self) -> Vec<Distribution> {
-        if self.input.output_partitioning().partition_count() > 1 {
-            vec![Distribution::KeyPartitioned(self.key.clone())]
-        } else {
-            vec![Distribution::SinglePartition]
-        }
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
     }
 
     fn apply_expressions(
@@ -240,6 +344,14 @@ impl ExecutionPlan for DedupExec {
         )?))
     }
 
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DedupExec::try_new(
+            Arc::clone(&self.input),
+            self.key.clone(),
+            self.output.clone(),
+        )?))
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -248,7 +360,12 @@ impl ExecutionPlan for DedupExec {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let reservation =
             MemoryConsumer::new(format!("DedupExec[{partition}]")).register(context.memory_pool());
-        let mut seen = Seen::new(&self.key, &self.input.schema(), reservation)?;
+        let mut seen = Seen::new(
+            Arc::clone(&self.seen),
+            &self.key,
+            &self.input.schema(),
+            reservation,
+        )?;
         let key = self.key.clone();
         let output = self.output.clone();
         let stream = input
@@ -288,18 +405,48 @@ impl Hasher for PassThrough {
     }
 }
 
-/// The keys a partition has passed, as 128-bit XXH3 hashes of their row encoding (with a
-/// random seed per query: two different keys share a hash with probability about 2^-128 per
-/// pair, and nobody can aim at it). Its memory counts against the query's limit.
-struct Seen {
-    converter: RowConverter,
-    hashes: HashSet<u128, BuildHasherDefault<PassThrough>>,
+type HashSet128 = HashSet<u128, BuildHasherDefault<PassThrough>>;
+
+/// Shards of the key set; a key's shard comes from the top bits of its hash, its slot from
+/// the low bits.
+const SHARDS: usize = 64;
+
+/// The keys one execution has passed, as 128-bit XXH3 hashes of their row encoding (with a
+/// random seed per execution: two different keys share a hash with probability about 2^-128
+/// per pair, and nobody can aim at it).
+struct SeenKeys {
     seed: u64,
+    shards: Vec<Mutex<HashSet128>>,
+}
+
+impl fmt::Debug for SeenKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeenKeys").finish_non_exhaustive()
+    }
+}
+
+impl SeenKeys {
+    fn new() -> Self {
+        SeenKeys {
+            seed: std::hash::RandomState::new().hash_one(0u8),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashSet128::default()))
+                .collect(),
+        }
+    }
+}
+
+/// One partition's side of the key set: its row encoder and its memory reservation (the
+/// growth of the shared set it causes counts against the query's limit).
+struct Seen {
+    keys: Arc<SeenKeys>,
+    converter: RowConverter,
     reservation: MemoryReservation,
 }
 
 impl Seen {
     fn new(
+        keys: Arc<SeenKeys>,
         key: &[Arc<dyn PhysicalExpr>],
         schema: &SchemaRef,
         reservation: MemoryReservation,
@@ -309,36 +456,65 @@ impl Seen {
             .map(|k| Ok(SortField::new(k.data_type(schema)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Seen {
+            keys,
             converter: RowConverter::new(fields)?,
-            hashes: HashSet::default(),
-            seed: std::hash::RandomState::new().hash_one(0u8),
             reservation,
         })
     }
 
-    /// True for the rows of `batch` whose key this partition has not seen before.
+    /// True for the rows of `batch` whose key was not seen before (by any partition).
     fn first_deliveries(
         &mut self,
         batch: &RecordBatch,
         key: &[Arc<dyn PhysicalExpr>],
     ) -> Result<BooleanArray> {
+        let n = batch.num_rows();
         let columns = key
             .iter()
-            .map(|k| k.evaluate(batch)?.into_array(batch.num_rows()))
+            .map(|k| k.evaluate(batch)?.into_array(n))
             .collect::<Result<Vec<_>>>()?;
         let rows = self.converter.convert_columns(&columns)?;
-        let before = self.hashes.capacity();
-        self.hashes.reserve(batch.num_rows());
-        let keep: BooleanArray = rows
+        let seed = self.keys.seed;
+        let hashes: Vec<u128> = rows
             .iter()
-            .map(|row| {
-                let h = xxhash_rust::xxh3::xxh3_128_with_seed(row.as_ref(), self.seed);
-                Some(self.hashes.insert(h))
-            })
+            .map(|row| xxhash_rust::xxh3::xxh3_128_with_seed(row.as_ref(), seed))
             .collect();
-        let grown = self.hashes.capacity().saturating_sub(before);
+        // Rows by shard (a counting sort that keeps the batch's order within a shard, so the
+        // first of two rows with one key in a batch is the one kept).
+        let shard = |h: u128| (h >> 122) as usize % SHARDS;
+        let mut start = [0usize; SHARDS + 1];
+        for &h in &hashes {
+            start[shard(h) + 1] += 1;
+        }
+        for s in 0..SHARDS {
+            start[s + 1] += start[s];
+        }
+        let mut next = start;
+        let mut order = vec![0usize; n];
+        for (i, &h) in hashes.iter().enumerate() {
+            let s = shard(h);
+            order[next[s]] = i;
+            next[s] += 1;
+        }
+        let mut keep = vec![false; n];
+        let mut grown = 0usize;
+        for s in 0..SHARDS {
+            let rows = &order[start[s]..start[s + 1]];
+            if rows.is_empty() {
+                continue;
+            }
+            let mut set = self.keys.shards[s].lock().map_err(|_| {
+                DataFusionError::Internal("a de-duplication lock was poisoned".into())
+            })?;
+            let before = set.capacity();
+            set.reserve(rows.len());
+            for &i in rows {
+                keep[i] = set.insert(hashes[i]);
+            }
+            grown += set.capacity().saturating_sub(before);
+        }
         // A slot holds the hash and a control byte.
         self.reservation.try_grow(grown * (size_of::<u128>() + 1))?;
-        Ok(keep)
+        Ok(BooleanArray::from(keep))
     }
 }

@@ -20,17 +20,23 @@
 //!
 //! Jetstream is at-least-once: after a reconnect it replays a few seconds, so until compaction
 //! the same event can sit in two files. A key design decision made in this crate is that every
-//! table is registered behind a de-duplicating provider: it scans the files with the query's
+//! table is registered behind a de-duplicating provider. It splits each scan by partition: a
+//! partition whose files are exactly the outputs of one compaction (all named
+//! `compact-<hash>-<n>.parquet` with one hash, the sink's own test for a finished partition) has
+//! no duplicates left and is read as a plain Parquet scan. The other partitions (raw files, an
+//! interrupted compaction, a late file added to a compacted hour) are scanned with the query's
 //! filters pushed into the scan (so pruning still works, and the filters run before the
 //! de-duplication, which is correct because two deliveries of an event carry the same record),
-//! then passes each event key once (`did, rkey, rev` in a collection's own table, plus
+//! then each event key is passed once (`did, rkey, rev` in a collection's own table, plus
 //! `collection` in `records`; `did, time_us` for identity and account events). The
-//! de-duplication is a streaming filter, not an aggregation: rows are hash-partitioned by key
-//! and each partition remembers a 128-bit hash of the keys it has passed (16 bytes a row,
-//! counted against the memory limit), so it reads only the key columns to decide, never groups
-//! long texts, keeps the first delivery as it is, and stops early under a `LIMIT`.
-//! [`QueryOptions::dedup`] turns it off for datasets known to be compacted; the benchmark
-//! (`benches/day.rs`) measures both.
+//! de-duplication is a streaming filter, not an aggregation: the scan's partitions share one
+//! sharded set of 128-bit key hashes (16 bytes a row, counted against the memory limit), so it
+//! reads only the key columns to decide, never groups long texts, moves no rows between
+//! threads, and stops early under a `LIMIT`. Like compaction, it removes duplicates within
+//! what it de-duplicates: a replay from another Jetstream host that put the second copy in the
+//! next hour, once that first hour is compacted, is not matched (compaction does not match it
+//! either). [`QueryOptions::dedup`] turns it off entirely; the benchmark (`benches/day.rs`)
+//! measures raw and compacted layouts, and the figures are in the README ("Queries").
 //!
 //! ```no_run
 //! # async fn demo() -> firehose_query::Result<()> {

@@ -69,3 +69,38 @@ async fn a_dataset_without_files_is_empty_not_missing() {
     assert_eq!(ds.daily_stats(day).await.unwrap().num_rows(), 0);
     assert_eq!(ds.events_per_hour(day).await.unwrap().num_rows(), 0);
 }
+
+#[tokio::test]
+async fn files_written_and_compacted_after_open_are_seen() {
+    let events = generated(6_000, 15);
+    let (first, second) = events.split_at(3_000);
+    let dir = std::env::temp_dir().join(format!("firehose-query-it-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = std::sync::Arc::new(firehose_sink::LocalStorage::new(&dir));
+    let writer =
+        firehose_sink::Writer::new(storage.clone(), firehose_sink::ParquetOptions::default());
+    let name = |a: &str| firehose_sink::BatchName::new(a, "live").unwrap();
+    writer.write(&name("a"), first).await.unwrap();
+    let ds = Dataset::open_local(&dir, QueryOptions::default())
+        .await
+        .unwrap();
+    let count = || async {
+        let rows = ds.sql("SELECT count(*) AS n FROM events").await.unwrap();
+        ints(&rows, "n")[0]
+    };
+    assert_eq!(count().await, first.len() as i64);
+    // The sink goes on writing: a long-lived dataset (`firehose serve`) sees the new files...
+    writer.write(&name("b"), second).await.unwrap();
+    assert_eq!(count().await, events.len() as i64);
+    // ...and compaction replacing them.
+    firehose_sink::compact(
+        storage.as_ref(),
+        i64::MAX,
+        &firehose_sink::CompactOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(count().await, events.len() as i64);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

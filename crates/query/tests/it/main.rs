@@ -3,6 +3,7 @@
 
 mod answers;
 mod common;
+mod compacted;
 mod local;
 mod pruning;
 mod s3;
