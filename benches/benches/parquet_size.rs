@@ -6,12 +6,12 @@
 //! writes (one file per partition per chunk of events), changing one thing.
 #![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow_array::RecordBatch;
-use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
+use firehose_core::{BatchBuilder, Event, PartitionKey, Record, Table};
 use firehose_sink::{Compression, ParquetOptions};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Encoding;
@@ -124,12 +124,47 @@ fn encode_all(events: &[Event<'_>], v: &Variant) -> (u64, BTreeMap<String, i64>)
     (total, columns)
 }
 
+/// Of the likes and reposts in `events` (files of `chunk` events, per partition), how many
+/// there are and how many name a subject an earlier one in the same file named: those are
+/// the subject URIs and CIDs a dictionary stores once.
+fn repeated_subjects(events: &[Event<'_>], chunk: usize) -> (usize, usize) {
+    let (mut rows, mut repeated) = (0, 0);
+    for chunk in events.chunks(chunk) {
+        let mut seen: HashSet<(PartitionKey, &str)> = HashSet::new();
+        for e in chunk {
+            let subject = match e.commit().and_then(|c| c.record.as_ref()) {
+                Some(Record::Like(x) | Record::Repost(x)) => &x.subject.uri,
+                _ => continue,
+            };
+            rows += 1;
+            repeated += usize::from(!seen.insert((e.partition(), subject.as_ref())));
+        }
+    }
+    (rows, repeated)
+}
+
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200_000);
-    let lines = firehose_synth::json_corpus(5, n);
+    // `-- EVENTS` generates that many events; `-- FILE.jsonl` reads events from a file instead
+    // (the lines that decode), e.g. the real capture, to compare with the same number of
+    // generated ones.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let file_arg = args.iter().find(|a| a.ends_with(".jsonl"));
+    let (source, lines) = match file_arg {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).expect("the events file");
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| Event::decode(l.as_bytes()).is_ok())
+                .map(str::to_owned)
+                .collect();
+            (path.clone(), lines)
+        }
+        None => {
+            let n = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);
+            ("generated".to_owned(), firehose_synth::json_corpus(5, n))
+        }
+    };
+    let n = lines.len();
     let json: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
     let events: Vec<Event<'_>> = lines
         .iter()
@@ -212,7 +247,7 @@ fn main() {
     // Once untimed, so the first variant's speed does not include warming up the allocator.
     encode_all(&events, &variants[0]);
     println!(
-        "{n} generated events, {json} bytes of JSON; Parquet written as `firehose import` does \
+        "{n} events ({source}), {json} bytes of JSON; Parquet written as `firehose import` does \
          (files of {file} events), one change per line\n"
     );
     println!("| variant | Parquet bytes | share of JSON | encode events/s |");
@@ -230,6 +265,14 @@ fn main() {
             v.name,
             100.0 * bytes as f64 / json as f64,
             n as f64 / secs
+        );
+    }
+    for chunk in [file, n] {
+        let (rows, repeated) = repeated_subjects(&events, chunk);
+        println!(
+            "\nLikes and reposts whose subject an earlier one in the same file (of {} events) names: {repeated} of {rows} ({:.1}%)",
+            chunk.min(n),
+            100.0 * repeated as f64 / rows.max(1) as f64
         );
     }
     println!("\nThe writer's files per table (column bytes, compressed, without footers):\n");

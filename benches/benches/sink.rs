@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
-use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Storage, Writer, encode};
+use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer, encode};
 
 /// The allocator the `firehose` binary uses.
 #[global_allocator]
