@@ -21,8 +21,8 @@ use parquet::schema::types::ColumnPath;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Columns holding CIDs or other random identifiers: nothing repeats within a file, so a
-/// dictionary only costs time.
+/// Columns holding CIDs (and, last, the JSON of other records): the record's own CID never
+/// repeats within a file, those of subjects do when one post gets several likes.
 const RANDOM_COLUMNS: [&str; 9] = [
     "cid",
     "subject_cid",
@@ -184,7 +184,7 @@ fn main() {
     let now = props(1);
     let variants = vec![
         variant(
-            "**the writer: zstd(1), 8 MiB dictionaries**",
+            "**the writer: zstd(1), 8 MiB dictionaries, none for cid**",
             file,
             Order::Arrival,
             now.clone(),
@@ -199,10 +199,30 @@ fn main() {
         ),
         variant("rows sorted by did", file, Order::Did, now.clone()),
         variant(
-            "no dictionary for CID columns",
+            "no dictionary for any CID column",
             file,
             Order::Arrival,
             without_random_dictionaries(now.clone()),
+        ),
+        variant(
+            "a dictionary for the record's cid too (the writer before)",
+            file,
+            Order::Arrival,
+            now.clone()
+                .into_builder()
+                .set_column_dictionary_enabled(ColumnPath::from("cid"), true)
+                .build(),
+        ),
+        variant(
+            "no page statistics for CID columns",
+            file,
+            Order::Arrival,
+            RANDOM_COLUMNS[..8]
+                .iter()
+                .fold(now.clone().into_builder(), |b, c| {
+                    b.set_column_statistics_enabled(ColumnPath::from(*c), EnabledStatistics::Chunk)
+                })
+                .build(),
         ),
         variant(
             "did and subject_uri: DELTA_BYTE_ARRAY, no dictionary",
