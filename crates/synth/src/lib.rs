@@ -20,7 +20,7 @@
 //! file, and so how much of the Parquet a dictionary saves; they follow what was observed:
 //!
 //! - 56% go to the day's popular posts: in a month of the firehose "1% of posts receive 56% of
-//!   all interactions" (a public analysis of 2025). The popular posts are 1% of a day's posts
+//!   all interactions" (a public analysis of a month of 2025 firehose data). The popular posts are 1% of a day's posts
 //!   at the live rate ([`POPULAR_POSTS`]), and how their engagement is shared among them is a
 //!   Zipf law of exponent 0.56, from the same analysis's "0.01% of posts receive 470 likes,
 //!   and 0.0001% receive 6,300": ln(6300 / 470) / ln(100) = 0.56. The most popular post then
