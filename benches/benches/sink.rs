@@ -1,56 +1,173 @@
-//! Decode → Arrow → Parquet (zstd) → local disk, as `firehose import` and the pipeline write.
+//! Decode → Arrow → Parquet (zstd) → local disk, as `firehose import` and the pipeline write,
+//! timed in CPU seconds of the one thread doing it, so "events/s per core" is what it says.
 //!
-//! `cargo bench -p firehose-benches --bench sink`. One iteration decodes 20,000 generated
-//! events and writes them through [`Writer`] to a [`LocalStorage`] (one file per partition,
-//! fsynced), on one thread; reported in events/s and in bytes of JSON per second.
+//! `cargo bench -p firehose-benches --bench sink [-- EVENTS [ROUNDS]]` (100,000 generated
+//! events, the import's chunk, and 5 rounds by default) prints, for each stage, the CPU time
+//! of the thread that ran it and the events per CPU-second; then the whole write through
+//! [`Writer`] to a [`LocalStorage`] (one file per partition, each written to a temporary
+//! file, fsynced, renamed, its directory fsynced), in CPU time of the whole process (the
+//! storage writes on tokio's blocking threads) and in wall time, which includes waiting for
+//! the disk. Each figure is the median of the rounds.
+//!
+//! The machine is shared; CPU time is what the process used whatever else runs, so the
+//! per-core figure moves much less than the wall-time one.
 #![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use firehose_core::Event;
-use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer};
+use arrow_array::RecordBatch;
+use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
+use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer, encode};
 
 /// The allocator the `firehose` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const EVENTS: usize = 20_000;
+/// CPU time of the calling thread, in nanoseconds, from the scheduler
+/// (`/proc/thread-self/schedstat`, Linux).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns = stat
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .expect("schedstat starts with the time on CPU in ns");
+    Duration::from_nanos(ns)
+}
 
-fn write_to_local_disk(c: &mut Criterion) {
-    let lines = firehose_synth::json_corpus(42, EVENTS);
-    let bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+/// CPU time (user + system) of the whole process, threads that ended included, from
+/// `/proc/self/stat` (in clock ticks of 10 ms: a round of 100,000 events takes a few tenths
+/// of a second, so this figure is good to a few percent).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    // Fields after the command name (which is in parentheses): state is field 3, utime 14,
+    // stime 15.
+    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("a number of ticks"))
+        .collect();
+    Duration::from_millis(10 * (fields[0] + fields[1]))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[derive(Default)]
+struct Samples {
+    decode: Vec<f64>,
+    arrow: Vec<f64>,
+    parquet: Vec<f64>,
+    staged: Vec<f64>,
+    write_cpu: Vec<f64>,
+    write_wall: Vec<f64>,
+}
+
+fn main() {
+    let mut numbers = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<usize>().ok());
+    let n = numbers.next().unwrap_or(100_000);
+    let rounds = numbers.next().unwrap_or(5).max(1);
+    let lines = firehose_synth::json_corpus(42, n);
+    let json: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
     let dir = std::env::temp_dir().join(format!("firehose-bench-sink-{}", std::process::id()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let writer = Writer::new(Arc::new(LocalStorage::new(&dir)), ParquetOptions::default());
-    let name = BatchName::new("bench-0", "bench-1").expect("a valid name");
-    let mut group = c.benchmark_group("decode_arrow_parquet_local");
-    group.sample_size(20);
-    for (unit, throughput) in [
-        ("events", Throughput::Elements(EVENTS as u64)),
-        ("bytes", Throughput::Bytes(bytes)),
-    ] {
-        group.throughput(throughput);
-        group.bench_function(unit, |b| {
-            b.iter(|| {
-                let events: Vec<Event<'_>> = lines
-                    .iter()
-                    .filter_map(|l| Event::decode(l.as_bytes()).ok())
-                    .collect();
-                black_box(
-                    runtime
-                        .block_on(writer.write(&name, &events))
-                        .expect("the write succeeds"),
-                )
-            })
-        });
-    }
-    group.finish();
-    let _ = std::fs::remove_dir_all(&dir);
-}
+    let options = ParquetOptions::default();
+    let writer = Writer::new(Arc::new(LocalStorage::new(&dir)), options.clone());
+    let mut s = Samples::default();
+    let mut parquet_bytes = 0;
+    // One extra round first, untimed: the allocator and the page cache warm up.
+    for round in 0..=rounds {
+        // The stages one by one, on this thread.
+        let t0 = thread_cpu();
+        let events: Vec<Event<'_>> = lines
+            .iter()
+            .map(|l| Event::decode(l.as_bytes()).expect("generated events decode"))
+            .collect();
+        let t1 = thread_cpu();
+        let mut partitions: BTreeMap<PartitionKey, BatchBuilder> = BTreeMap::new();
+        for event in &events {
+            partitions.entry(event.partition()).or_default().push(event);
+        }
+        let batches: Vec<(Table, RecordBatch)> = partitions
+            .into_values()
+            .flat_map(|b| b.finish().expect("arrow"))
+            .collect();
+        let t2 = thread_cpu();
+        let files: Vec<_> = batches
+            .iter()
+            .map(|(_, batch)| encode(batch, &options).expect("parquet"))
+            .collect();
+        let t3 = thread_cpu();
+        parquet_bytes = files.iter().map(|f| f.len() as u64).sum::<u64>();
+        black_box(files);
+        drop(batches);
+        drop(events);
 
-criterion_group!(benches, write_to_local_disk);
-criterion_main!(benches);
+        // The whole write as the import does it: decode, then `Writer::write`.
+        let name = BatchName::new(&format!("bench-{round}"), "0").expect("a valid name");
+        let (c0, w0) = (process_cpu(), Instant::now());
+        let events: Vec<Event<'_>> = lines
+            .iter()
+            .map(|l| Event::decode(l.as_bytes()).expect("generated events decode"))
+            .collect();
+        let committed = runtime
+            .block_on(writer.write(&name, &events))
+            .expect("the write succeeds");
+        let (c1, w1) = (process_cpu(), Instant::now());
+        assert_eq!(committed.rows(), n);
+        drop(events);
+        // Keep the disk from filling over the rounds.
+        for file in &committed.files {
+            runtime
+                .block_on(writer.storage().delete(&file.path))
+                .expect("delete");
+        }
+        if round == 0 {
+            continue;
+        }
+        let per_s = |d: Duration| n as f64 / d.as_secs_f64();
+        s.decode.push(per_s(t1 - t0));
+        s.arrow.push(per_s(t2 - t1));
+        s.parquet.push(per_s(t3 - t2));
+        s.staged.push(per_s(t3 - t0));
+        s.write_cpu.push(per_s(c1 - c0));
+        s.write_wall.push(per_s(w1 - w0));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let mib = json as f64 / f64::from(1 << 20);
+    println!(
+        "{n} generated events ({json} bytes of JSON, {parquet_bytes} bytes of Parquet, {:.1}%), median of {rounds} rounds\n",
+        100.0 * parquet_bytes as f64 / json as f64
+    );
+    println!("| stage | events per CPU-second of one thread | JSON MiB per CPU-second |");
+    println!("|---|---|---|");
+    for (stage, v) in [
+        ("decode", &s.decode),
+        (
+            "events → Arrow batches (one per partition and table)",
+            &s.arrow,
+        ),
+        ("Arrow → Parquet (zstd) bytes", &s.parquet),
+        ("decode → Arrow → Parquet, together", &s.staged),
+    ] {
+        let m = median(v.clone());
+        println!("| {stage} | {m:.0} | {:.1} |", m * mib / n as f64);
+    }
+    let cpu = median(s.write_cpu.clone());
+    let wall = median(s.write_wall.clone());
+    println!(
+        "\ndecode + `Writer::write` to fsynced local files: {cpu:.0} events per CPU-second of the process, {wall:.0} events/s wall ({:.1} MiB/s of JSON)",
+        wall * mib / n as f64
+    );
+}
