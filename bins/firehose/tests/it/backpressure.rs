@@ -9,9 +9,12 @@
 //! minutes); the figures are printed as `RELIABILITY backpressure::…` lines
 //! (see docs/RELIABILITY.md).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use firehose_core::Table;
 
 use crate::harness::{
     Deployment, Proc, Tally, deduplicated, expected_from, figure, free_port, last_time, metrics,
@@ -236,9 +239,6 @@ fn s3_down_for_ten_minutes_in_the_server_deployment_keeps_memory_bounded_and_dro
     assert_eq!(writer.terminate(), 0);
 
     let (stored, dead) = d.dataset();
-    let tally = Tally::of(&sent, &stored);
-    let (unique, _) = deduplicated(stored);
-    let after = Tally::of(&sent, &unique);
     let buffered = samples.peak(4, down, up);
     let full = samples
         .first_reaching(4, 0.9 * CAPACITY as f64, down, up)
@@ -265,27 +265,7 @@ fn s3_down_for_ten_minutes_in_the_server_deployment_keeps_memory_bounded_and_dro
             (done - up).as_secs_f64()
         ),
     );
-    figure(
-        SCENARIO,
-        format_args!(
-            "{} events sent; {} rows: {} lost, {} duplicates before de-duplication, {} after, \
-             {} unexpected, {dead} dead letters",
-            tally.sent,
-            tally.rows,
-            tally.lost.len(),
-            tally.duplicates,
-            after.duplicates,
-            tally.unexpected
-        ),
-    );
-    assert!(
-        tally.lost.is_empty(),
-        "lost: {:?}",
-        &tally.lost[..tally.lost.len().min(10)]
-    );
-    assert_eq!(after.duplicates, 0);
-    assert_eq!(tally.unexpected, 0);
-    assert_eq!(dead, 0);
+    assert_every_event_once(SCENARIO, &sent, stored, dead);
     assert!(
         buffered <= CAPACITY as f64,
         "the buffer stayed within its capacity: {buffered} bytes"
@@ -375,9 +355,6 @@ fn s3_down_for_ten_minutes_under_run_keeps_memory_bounded_and_drops_nothing() {
     assert_eq!(run.terminate(), 0);
 
     let (stored, dead) = d.dataset();
-    let tally = Tally::of(&sent, &stored);
-    let (unique, _) = deduplicated(stored);
-    let after = Tally::of(&sent, &unique);
     let buffered = samples.peak(1, down, up);
     let full = samples
         .first_reaching(1, 0.9 * BUFFER as f64, down, up)
@@ -398,8 +375,27 @@ fn s3_down_for_ten_minutes_under_run_keeps_memory_bounded_and_drops_nothing() {
             (done - up).as_secs_f64()
         ),
     );
+    assert_every_event_once(SCENARIO, &sent, stored, dead);
+    assert!(
+        buffered <= BUFFER as f64,
+        "the buffer stayed within its size: {buffered} bytes"
+    );
+    run_rss.assert_bounded(RSS_BOUND);
+}
+
+/// Prints how the dataset compares with what was sent, and asserts that it holds every event,
+/// once after de-duplication, and no dead letter.
+fn assert_every_event_once(
+    scenario: &str,
+    sent: &BTreeMap<Table, Vec<i64>>,
+    stored: BTreeMap<Table, Vec<i64>>,
+    dead: usize,
+) {
+    let tally = Tally::of(sent, &stored);
+    let (unique, _) = deduplicated(stored);
+    let after = Tally::of(sent, &unique);
     figure(
-        SCENARIO,
+        scenario,
         format_args!(
             "{} events sent; {} rows: {} lost, {} duplicates before de-duplication, {} after, \
              {} unexpected, {dead} dead letters",
@@ -419,11 +415,6 @@ fn s3_down_for_ten_minutes_under_run_keeps_memory_bounded_and_drops_nothing() {
     assert_eq!(after.duplicates, 0);
     assert_eq!(tally.unexpected, 0);
     assert_eq!(dead, 0);
-    assert!(
-        buffered <= BUFFER as f64,
-        "the buffer stayed within its size: {buffered} bytes"
-    );
-    run_rss.assert_bounded(RSS_BOUND);
 }
 
 /// `used_memory` of the Redis on `port` (0 when it does not answer).
