@@ -14,7 +14,9 @@
 //! goes to `PATH-compacted`), `--runs R` (default 3; the best and the first run are printed),
 //! `--batch-seconds S` (default 300: seconds of events per written batch), `--layout
 //! raw|compacted|both` (default both), `--no-dedup-too` to skip the comparison without
-//! de-duplication on the raw layout.
+//! de-duplication on the raw layout, `--only TEXT` to time only the calls whose name holds
+//! `TEXT` (e.g. `--only "top liked"`, for a profile), `--sql QUERY` to time that query
+//! instead of the suite (and print its result).
 #![allow(clippy::expect_used)] // a benchmark stops at the first failure, like a test
 
 use std::sync::Arc;
@@ -38,6 +40,8 @@ struct Args {
     batch_seconds: f64,
     raw: bool,
     compacted: bool,
+    only: Option<String>,
+    sql: Option<String>,
 }
 
 fn args() -> Args {
@@ -47,6 +51,8 @@ fn args() -> Args {
     let mut compare = true;
     let mut batch_seconds = 300.0;
     let (mut raw, mut compacted) = (true, true);
+    let mut only = None;
+    let mut sql = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -54,6 +60,8 @@ fn args() -> Args {
             "--dir" => dir = it.next().map(Into::into),
             "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
             "--no-dedup-too" => compare = false,
+            "--only" => only = it.next(),
+            "--sql" => sql = it.next(),
             "--batch-seconds" => {
                 batch_seconds = it
                     .next()
@@ -78,6 +86,8 @@ fn args() -> Args {
         batch_seconds,
         raw,
         compacted,
+        only,
+        sql,
     }
 }
 
@@ -197,11 +207,22 @@ struct Timing {
     rows: usize,
 }
 
-async fn time<F, Fut>(name: &'static str, runs: usize, mut f: F) -> Timing
+/// How each call is timed: how many runs, and which calls (`--only`, or `--sql` alone).
+struct Plan<'a> {
+    runs: usize,
+    only: Option<&'a str>,
+    sql: Option<&'a str>,
+}
+
+async fn time<F, Fut>(name: &'static str, plan: &Plan<'_>, mut f: F) -> Option<Timing>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = firehose_query::Result<Rows>>,
 {
+    if plan.only.is_some_and(|only| !name.contains(only)) {
+        return None;
+    }
+    let runs = plan.runs;
     let mut first = None;
     let mut best = Duration::MAX;
     let mut rows = 0;
@@ -218,15 +239,23 @@ where
         first.unwrap_or_default().as_secs_f64(),
         best.as_secs_f64()
     );
-    Timing {
+    Some(Timing {
         name,
         first: first.unwrap_or_default(),
         best,
         rows,
-    }
+    })
 }
 
-async fn suite(ds: &Dataset, runs: usize) -> Vec<Timing> {
+async fn suite(ds: &Dataset, plan: &Plan<'_>) -> Vec<Timing> {
+    let mut out = Vec::new();
+    if let Some(sql) = plan.sql {
+        out.extend(time("SQL (--sql)", plan, || ds.sql(sql)).await);
+        let rows = ds.sql(sql).await.expect("sql");
+        let shown = datafusion::arrow::util::pretty::pretty_format_batches(&rows.batches);
+        println!("{}", shown.expect("printable"));
+        return out;
+    }
     let day = TimeRange::new(START_US, START_US + DAY_US).expect("range");
     let hour = TimeRange::new(START_US + 12 * 3_600_000_000, START_US + 13 * 3_600_000_000)
         .expect("range");
@@ -244,10 +273,9 @@ async fn suite(ds: &Dataset, runs: usize) -> Vec<Timing> {
                 .map(|a| a.value(0).to_owned())
         })
         .unwrap_or_default();
-    let mut out = Vec::new();
-    out.push(time("stats (day)", runs, || ds.daily_stats(day)).await);
-    out.push(
-        time("posts (day, lang=en, replies, 100)", runs, || {
+    out.extend(time("stats (day)", plan, || ds.daily_stats(day)).await);
+    out.extend(
+        time("posts (day, lang=en, replies, 100)", plan, || {
             let mut q = PostQuery::new(day);
             q.lang = Some("en".into());
             q.is_reply = Some(true);
@@ -255,48 +283,48 @@ async fn suite(ds: &Dataset, runs: usize) -> Vec<Timing> {
         })
         .await,
     );
-    out.push(
-        time("posts (day, author)", runs, || {
+    out.extend(
+        time("posts (day, author)", plan, || {
             let mut q = PostQuery::new(day);
             q.author = Some(did.clone());
             async move { ds.posts(&q).await }
         })
         .await,
     );
-    out.push(
-        time("posts (hour, text contains)", runs, || {
+    out.extend(
+        time("posts (hour, text contains)", plan, || {
             let mut q = PostQuery::new(hour);
             q.text_contains = Some("coffee".into());
             async move { ds.posts(&q).await }
         })
         .await,
     );
-    out.push(
-        time("search (day, 2 words)", runs, || {
+    out.extend(
+        time("search (day, 2 words)", plan, || {
             ds.search_posts("good morning", day, 100)
         })
         .await,
     );
-    out.push(
-        time("events per collection per hour (day)", runs, || {
+    out.extend(
+        time("events per collection per hour (day)", plan, || {
             ds.events_per_hour(day)
         })
         .await,
     );
-    out.push(
-        time("top liked (day)", runs, || {
+    out.extend(
+        time("top liked (day)", plan, || {
             ds.top_posts(Engagement::Likes, day, 20)
         })
         .await,
     );
-    out.push(
-        time("top reposted (day)", runs, || {
+    out.extend(
+        time("top reposted (day)", plan, || {
             ds.top_posts(Engagement::Reposts, day, 20)
         })
         .await,
     );
-    out.push(
-        time("account activity (day)", runs, || {
+    out.extend(
+        time("account activity (day)", plan, || {
             ds.account_activity(&did, day)
         })
         .await,
@@ -319,7 +347,7 @@ async fn suite(ds: &Dataset, runs: usize) -> Vec<Timing> {
             "SELECT did, min(time_us), max(time_us), count(*) AS n FROM posts WHERE operation = 'create' GROUP BY did ORDER BY n DESC LIMIT 100",
         ),
     ] {
-        out.push(time(name, runs, || ds.sql(sql)).await);
+        out.extend(time(name, plan, || ds.sql(sql)).await);
     }
     out
 }
@@ -345,6 +373,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let plan = Plan {
+        runs: args.runs,
+        only: args.only.as_deref(),
+        sql: args.sql.as_deref(),
+    };
     runtime.block_on(async {
         generate(&args).await;
         let options = QueryOptions {
@@ -356,7 +389,7 @@ fn main() {
             let ds = Dataset::open_local(&args.dir, options.clone())
                 .await
                 .expect("open");
-            let timings = suite(&ds, args.runs).await;
+            let timings = suite(&ds, &plan).await;
             print(
                 &format!(
                     "{} events, as written (before compaction), de-duplicated (the default)",
@@ -374,7 +407,7 @@ fn main() {
                 )
                 .await
                 .expect("open");
-                let timings = suite(&plain, args.runs).await;
+                let timings = suite(&plain, &plan).await;
                 print(
                     &format!(
                         "{} events, as written (before compaction), without de-duplication",
@@ -387,7 +420,7 @@ fn main() {
         if args.compacted {
             let dir = compacted_copy(&args).await;
             let ds = Dataset::open_local(&dir, options).await.expect("open");
-            let timings = suite(&ds, args.runs).await;
+            let timings = suite(&ds, &plan).await;
             print(
                 &format!(
                     "{} events, compacted, de-duplicated (the default)",

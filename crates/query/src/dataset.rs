@@ -318,6 +318,26 @@ impl Dataset {
             df
         };
         let schema = Arc::clone(limited.schema().inner());
+        let batches = self.execute(limited.collect()).await?;
+        self.capped(Rows { schema, batches })
+    }
+
+    /// `rows`, or an error if there are more than the options allow.
+    pub(crate) fn capped(&self, rows: Rows) -> Result<Rows> {
+        if rows.num_rows() > self.options.max_rows {
+            return Err(Error::TooManyRows {
+                limit: self.options.max_rows,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Runs `work` (a query's execution) on the query runtime under the time limit; its memory
+    /// counts against the session's pool.
+    pub(crate) async fn execute<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = datafusion::error::Result<T>> + Send + 'static,
+    ) -> Result<T> {
         let limit = self.options.timeout;
         // The query runs as a task of its own, so the caller gets the timeout on time even
         // while the query is busy; aborting the task cancels the query at its next yield.
@@ -326,24 +346,17 @@ impl Dataset {
                 "the query runtime is gone".into(),
             )));
         };
-        let mut task = executor.spawn(limited.collect());
-        let batches = match tokio::time::timeout(limit, &mut task).await {
+        let mut task = executor.spawn(work);
+        match tokio::time::timeout(limit, &mut task).await {
             Err(_) => {
                 task.abort();
-                return Err(Error::Timeout { limit });
+                Err(Error::Timeout { limit })
             }
-            Ok(Err(join)) => {
-                return Err(Error::Execution(DataFusionError::External(Box::new(join))));
-            }
+            Ok(Err(join)) => Err(Error::Execution(DataFusionError::External(Box::new(join)))),
             Ok(Ok(result)) => {
-                result.map_err(|e| Error::from_execution(e, self.options.memory_limit))?
+                result.map_err(|e| Error::from_execution(e, self.options.memory_limit))
             }
-        };
-        let rows = Rows { schema, batches };
-        if rows.num_rows() > max {
-            return Err(Error::TooManyRows { limit: max });
         }
-        Ok(rows)
     }
 
     /// A DataFrame over a table (de-duplicated unless turned off).

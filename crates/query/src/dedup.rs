@@ -387,7 +387,7 @@ impl ExecutionPlan for DedupExec {
 
 /// A 128-bit key hash is already uniform: the set uses its low bits as they are.
 #[derive(Default)]
-struct PassThrough(u64);
+pub(crate) struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -409,7 +409,29 @@ type HashSet128 = HashSet<u128, BuildHasherDefault<PassThrough>>;
 
 /// Shards of the key set; a key's shard comes from the top bits of its hash, its slot from
 /// the low bits.
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
+
+/// The rows of `hashes` grouped by shard (a counting sort that keeps their order within a
+/// shard): shard `s` holds `order[start[s]..start[s + 1]]`. A key's shard comes from the top
+/// bits of its hash, so the low bits stay uniform within a shard.
+pub(crate) fn by_shard(hashes: &[u128]) -> ([usize; SHARDS + 1], Vec<usize>) {
+    let shard = |h: u128| (h >> 122) as usize % SHARDS;
+    let mut start = [0usize; SHARDS + 1];
+    for &h in hashes {
+        start[shard(h) + 1] += 1;
+    }
+    for s in 0..SHARDS {
+        start[s + 1] += start[s];
+    }
+    let mut next = start;
+    let mut order = vec![0usize; hashes.len()];
+    for (i, &h) in hashes.iter().enumerate() {
+        let s = shard(h);
+        order[next[s]] = i;
+        next[s] += 1;
+    }
+    (start, order)
+}
 
 /// The keys one execution has passed, as 128-bit XXH3 hashes of their row encoding (with a
 /// random seed per execution: two different keys share a hash with probability about 2^-128
@@ -479,23 +501,9 @@ impl Seen {
             .iter()
             .map(|row| xxhash_rust::xxh3::xxh3_128_with_seed(row.as_ref(), seed))
             .collect();
-        // Rows by shard (a counting sort that keeps the batch's order within a shard, so the
-        // first of two rows with one key in a batch is the one kept).
-        let shard = |h: u128| (h >> 122) as usize % SHARDS;
-        let mut start = [0usize; SHARDS + 1];
-        for &h in &hashes {
-            start[shard(h) + 1] += 1;
-        }
-        for s in 0..SHARDS {
-            start[s + 1] += start[s];
-        }
-        let mut next = start;
-        let mut order = vec![0usize; n];
-        for (i, &h) in hashes.iter().enumerate() {
-            let s = shard(h);
-            order[next[s]] = i;
-            next[s] += 1;
-        }
+        // Rows by shard, in batch order within a shard: the first of two rows with one key in
+        // a batch is the one kept.
+        let (start, order) = by_shard(&hashes);
         let mut keep = vec![false; n];
         let mut grown = 0usize;
         for s in 0..SHARDS {

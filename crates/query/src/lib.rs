@@ -55,6 +55,7 @@ mod error;
 pub mod output;
 mod readonly;
 mod s3;
+mod top;
 mod typed;
 
 pub use dataset::{Dataset, QueryOptions, Rows};

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use firehose_query::{Dataset, Error, PostQuery, QueryOptions, TimeRange};
+use firehose_query::{Dataset, Engagement, Error, PostQuery, QueryOptions, TimeRange};
 
 use crate::common::*;
 
@@ -197,6 +197,46 @@ async fn the_memory_limit_holds() {
         .await
         .unwrap();
     assert_eq!(ints(&rows, "n"), [3_000_000]);
+}
+
+#[tokio::test]
+async fn top_posts_count_against_the_memory_limit() {
+    let day = TimeRange::parse_day("2026-11-20").unwrap();
+    // Enough for a scan, not for a count of every liked post (without de-duplication, whose
+    // key set would count too).
+    let small = QueryOptions {
+        memory_limit: 64 << 10,
+        dedup: false,
+        ..QueryOptions::default()
+    };
+    let (dir, ds) = dataset("top-memory", small).await;
+    let likes = ds
+        .sql("SELECT count(DISTINCT subject_uri) AS n FROM likes")
+        .await;
+    assert!(
+        matches!(likes, Err(Error::MemoryLimit { .. })),
+        "a GROUP BY of the URIs does not fit either: {likes:?}"
+    );
+    let scanned = ds.sql("SELECT count(*) AS n FROM likes").await.unwrap();
+    assert!(ints(&scanned, "n")[0] > 1_000);
+    match ds.top_posts(Engagement::Likes, day, 10).await {
+        Err(e @ Error::MemoryLimit { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("memory limit"), "{message}");
+            assert!(message.contains("TopCounts"), "{message}");
+        }
+        other => panic!("expected the memory limit, got {other:?}"),
+    }
+    let ds = Dataset::open_local(&dir, QueryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ds.top_posts(Engagement::Likes, day, 10)
+            .await
+            .unwrap()
+            .num_rows(),
+        10
+    );
 }
 
 #[tokio::test]
