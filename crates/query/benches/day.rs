@@ -1,8 +1,10 @@
 //! Generates one day of events at a given volume, writes it as the sink does, and times every
 //! typed call and a few SQL queries on it: first on the dataset as the sink leaves it before
 //! compaction (a file per table and hour every five minutes, as the sink rolls its files, plus a
-//! replay of a few seconds once an hour, as after a Jetstream reconnect), then on a compacted
-//! copy (`firehose_sink::compact`, as `firehose compact` does after the hours close).
+//! replay of a few seconds once an hour, as after a Jetstream reconnect); then on a copy with
+//! all but the last two hours compacted (as the hourly `firehose compact` timer of the
+//! deployment leaves the current day); then on a compacted copy (`firehose_sink::compact`, as
+//! `firehose compact` leaves a day once its hours have closed).
 //!
 //! ```sh
 //! cargo bench -p firehose-query --bench day -- --events 8100000   # the seed's volume
@@ -10,10 +12,10 @@
 //! ```
 //!
 //! Options: `--events N` (default 8,100,000), `--dir PATH` (default
-//! `/tmp/firehose-query-bench-N`; an existing dataset there is reused, and its compacted copy
-//! goes to `PATH-compacted`), `--runs R` (default 3; the best and the first run are printed),
+//! `/tmp/firehose-query-bench-N`; an existing dataset there is reused, and its copies go to
+//! `PATH-live` and `PATH-compacted`), `--runs R` (default 3; the best and the first run are printed),
 //! `--batch-seconds S` (default 300: seconds of events per written batch), `--layout
-//! raw|compacted|both` (default both), `--no-dedup-too` to skip the comparison without
+//! raw|live|compacted|all` (default all), `--no-dedup-too` to skip the comparison without
 //! de-duplication on the raw layout, `--only TEXT` to time only the calls whose name holds
 //! `TEXT` (e.g. `--only "top liked"`, for a profile), `--sql QUERY` to time that query
 //! instead of the suite (and print its result).
@@ -39,6 +41,7 @@ struct Args {
     compare: bool,
     batch_seconds: f64,
     raw: bool,
+    live: bool,
     compacted: bool,
     only: Option<String>,
     sql: Option<String>,
@@ -50,7 +53,7 @@ fn args() -> Args {
     let mut runs = 3;
     let mut compare = true;
     let mut batch_seconds = 300.0;
-    let (mut raw, mut compacted) = (true, true);
+    let (mut raw, mut live, mut compacted) = (true, true, true);
     let mut only = None;
     let mut sql = None;
     let mut it = std::env::args().skip(1);
@@ -69,9 +72,10 @@ fn args() -> Args {
                     .unwrap_or(batch_seconds);
             }
             "--layout" => match it.next().as_deref() {
-                Some("raw") => (raw, compacted) = (true, false),
-                Some("compacted") => (raw, compacted) = (false, true),
-                _ => (raw, compacted) = (true, true),
+                Some("raw") => (raw, live, compacted) = (true, false, false),
+                Some("live") => (raw, live, compacted) = (false, true, false),
+                Some("compacted") => (raw, live, compacted) = (false, false, true),
+                _ => (raw, live, compacted) = (true, true, true),
             },
             // cargo bench passes --bench.
             _ => {}
@@ -85,6 +89,7 @@ fn args() -> Args {
         compare,
         batch_seconds,
         raw,
+        live,
         compacted,
         only,
         sql,
@@ -159,9 +164,10 @@ async fn generate(args: &Args) {
     );
 }
 
-/// A compacted copy of the dataset at `<dir>-compacted` (made once, then reused).
-async fn compacted_copy(args: &Args) -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(format!("{}-compacted", args.dir.display()));
+/// A copy of the dataset at `<dir>-<name>` with the hours that end by `closed_before_us`
+/// compacted (made once, then reused).
+async fn compacted_copy(args: &Args, name: &str, closed_before_us: i64) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(format!("{}-{name}", args.dir.display()));
     let marker = dir.join(".complete");
     if marker.exists() {
         println!("reusing the compacted dataset in {}", dir.display());
@@ -171,9 +177,14 @@ async fn compacted_copy(args: &Args) -> std::path::PathBuf {
     copy_dir(&args.dir, &dir);
     let started = Instant::now();
     let storage = LocalStorage::new(&dir);
-    let done = compact(&storage, i64::MAX, &CompactOptions::default(), |_| {})
-        .await
-        .expect("compact");
+    let done = compact(
+        &storage,
+        closed_before_us,
+        &CompactOptions::default(),
+        |_| {},
+    )
+    .await
+    .expect("compact");
     std::fs::write(&marker, b"").expect("marker");
     println!(
         "compacted {} partitions: {} files in, {} out, {} duplicates removed, {:.1} MB, in {:.1} s",
@@ -417,8 +428,24 @@ fn main() {
                 );
             }
         }
+        if args.live {
+            // As the hourly compaction timer leaves the day late in the evening: every hour
+            // compacted but the last two.
+            let dir = compacted_copy(&args, "live", START_US + 22 * HOUR_US).await;
+            let ds = Dataset::open_local(&dir, options.clone())
+                .await
+                .expect("open");
+            let timings = suite(&ds, &plan).await;
+            print(
+                &format!(
+                    "{} events, compacted but the last two hours, de-duplicated (the default)",
+                    args.events
+                ),
+                &timings,
+            );
+        }
         if args.compacted {
-            let dir = compacted_copy(&args).await;
+            let dir = compacted_copy(&args, "compacted", i64::MAX).await;
             let ds = Dataset::open_local(&dir, options).await.expect("open");
             let timings = suite(&ds, &plan).await;
             print(

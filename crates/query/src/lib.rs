@@ -36,7 +36,8 @@
 //! what it de-duplicates: a replay from another Jetstream host that put the second copy in the
 //! next hour, once that first hour is compacted, is not matched (compaction does not match it
 //! either). [`QueryOptions::dedup`] turns it off entirely; the benchmark (`benches/day.rs`)
-//! measures raw and compacted layouts, and the figures are in the README ("Queries").
+//! measures raw, partly compacted and compacted layouts, and the figures are in the README
+//! ("Queries").
 //!
 //! ```no_run
 //! # async fn demo() -> firehose_query::Result<()> {

@@ -135,7 +135,7 @@ impl TopCounts {
             })
             .collect::<Result<Vec<_>>>()?;
         // A heap of the best so far, whose top is the worst of them.
-        let mut best: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(limit.saturating_add(1));
+        let mut best: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(limit.min(4096));
         if limit > 0 {
             for shard in &shards {
                 for slot in shard.counts.values() {

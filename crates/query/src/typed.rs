@@ -413,7 +413,9 @@ impl Dataset {
             .filter(range.predicate().and(created()))
             .and_then(|df| df.select(vec![col("subject_uri")]))
             .map_err(plan_error)?;
-        // Counted in one pass by `top`, not by a GROUP BY (see there why).
+        // Counted in one pass by `top`, not by a GROUP BY (see there why). One row past the
+        // cap is enough to refuse an answer that would pass it.
+        let limit = limit.min(self.options().max_rows.saturating_add(1));
         let pool = Arc::clone(&self.context().runtime_env().memory_pool);
         let rows = self
             .execute(async move {

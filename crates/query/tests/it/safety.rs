@@ -237,6 +237,22 @@ async fn top_posts_count_against_the_memory_limit() {
             .num_rows(),
         10
     );
+    // Any limit is taken; past the row cap the answer is refused.
+    let all = ds
+        .top_posts(Engagement::Likes, day, usize::MAX)
+        .await
+        .unwrap();
+    assert!(all.num_rows() > 10);
+    let capped = QueryOptions {
+        max_rows: 10,
+        ..QueryOptions::default()
+    };
+    let ds = Dataset::open_local(&dir, capped).await.unwrap();
+    let refused = ds.top_posts(Engagement::Likes, day, usize::MAX).await;
+    assert!(
+        matches!(refused, Err(Error::TooManyRows { limit: 10 })),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
