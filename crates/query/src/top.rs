@@ -6,8 +6,10 @@
 //! 29 M-event day (16 M likes of 7 M posts) that was three quarters of the call. Here every
 //! partition of the scan counts into one shared table keyed by a 128-bit hash of the value
 //! (the de-duplication's identity, see `dedup`: two different URIs share a hash with
-//! probability about 2^-128 per pair), sharded so that partitions rarely wait on each other,
-//! and each distinct value's text is kept once, for the answer.
+//! probability about 2^-128 per pair), sharded so that partitions rarely wait on each other.
+//! A value's text is kept once it is seen a second time: most liked posts of a day are liked
+//! once, and only when the answer reaches down to values seen once (a small range, or a large
+//! `limit`) does a second pass over the scan fetch their texts.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault};
@@ -18,16 +20,30 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
 use crate::Rows;
 use crate::dedup::{PassThrough, SHARDS, by_shard};
 
-/// A distinct value: how often it was seen, and where its text starts in its shard's arena.
+/// A distinct value: how often it was seen, and where its text starts in its shard's arena
+/// ([`NOT_KEPT`] until it is seen twice).
 #[derive(Clone, Copy)]
 struct Slot {
     count: u64,
     text: usize,
+}
+
+/// The text of a value seen once is not kept.
+const NOT_KEPT: usize = usize::MAX;
+
+/// Stores `text` in `texts` as a 4-byte length and its bytes; returns where it starts.
+fn keep(texts: &mut Vec<u8>, text: &str) -> usize {
+    let at = texts.len();
+    // Texts come from Arrow arrays, whose offsets are 32-bit.
+    texts.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    texts.extend_from_slice(text.as_bytes());
+    at
 }
 
 /// One shard: the counts by hash, and the texts, each as a 4-byte length and its bytes.
@@ -63,23 +79,25 @@ impl TopCounts {
         }
     }
 
-    /// Counts the first column of every batch of `stream` (a `Utf8` column), growing
-    /// `reservation` by what the table grows.
-    pub(crate) async fn count_stream(
+    /// Passes the first column of every batch of `stream` (a `Utf8` column) to `add` (or, in
+    /// the second pass, to `keep_singles`), growing `reservation` by what the table grows.
+    async fn consume(
         &self,
         mut stream: SendableRecordBatchStream,
         reservation: &mut MemoryReservation,
+        second_pass: bool,
     ) -> Result<()> {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let grown = self.add(batch.column(0))?;
+            let grown = self.pass(batch.column(0), second_pass)?;
             reservation.try_grow(grown)?;
         }
         Ok(())
     }
 
-    /// Counts the values of `column`; returns the bytes the table grew by.
-    fn add(&self, column: &ArrayRef) -> Result<usize> {
+    /// Counts the values of `column` (first pass), or keeps the texts of the values seen once
+    /// (second pass); returns the bytes the table grew by.
+    fn pass(&self, column: &ArrayRef, second_pass: bool) -> Result<usize> {
         let Some(values) = column.as_string_opt::<i32>() else {
             return Err(DataFusionError::Internal(format!(
                 "top counts take a Utf8 column, not {}",
@@ -104,17 +122,23 @@ impl TopCounts {
             let Shard { counts, texts } = &mut *shard;
             let (slots, bytes) = (counts.capacity(), texts.capacity());
             for &k in mine {
-                counts
-                    .entry(hashes[k])
-                    .and_modify(|slot| slot.count += 1)
-                    .or_insert_with(|| {
-                        let text = values.value(rows[k]);
-                        let at = texts.len();
-                        // Texts come from Arrow arrays, whose offsets are 32-bit.
-                        texts.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                        texts.extend_from_slice(text.as_bytes());
-                        Slot { count: 1, text: at }
-                    });
+                let text = || values.value(rows[k]);
+                if second_pass {
+                    if let Some(slot) = counts.get_mut(&hashes[k]) {
+                        if slot.text == NOT_KEPT {
+                            slot.text = keep(texts, text());
+                        }
+                    }
+                    continue;
+                }
+                let slot = counts.entry(hashes[k]).or_insert(Slot {
+                    count: 0,
+                    text: NOT_KEPT,
+                });
+                slot.count += 1;
+                if slot.count == 2 {
+                    slot.text = keep(texts, text());
+                }
             }
             // A slot holds the hash, the slot and a control byte.
             grown += (counts.capacity() - slots) * (size_of::<(u128, Slot)>() + 1)
@@ -124,8 +148,9 @@ impl TopCounts {
     }
 
     /// The `limit` most frequent values, most frequent first, ties by value: a `Utf8` column
-    /// `value_name` and an `Int64` column `count_name`.
-    pub(crate) fn top(&self, limit: usize, value_name: &str, count_name: &str) -> Result<Rows> {
+    /// `value_name` and an `Int64` column `count_name`. `None` when the answer needs the text
+    /// of a value seen once that was not kept (then a second pass is due).
+    fn top(&self, limit: usize, value_name: &str, count_name: &str) -> Result<Option<Rows>> {
         let shards = self
             .shards
             .iter()
@@ -136,11 +161,17 @@ impl TopCounts {
             .collect::<Result<Vec<_>>>()?;
         // A heap of the best so far, whose top is the worst of them.
         let mut best: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(limit.min(4096));
+        let mut singles = false;
         if limit > 0 {
             for shard in &shards {
                 for slot in shard.counts.values() {
                     // Most values lose on their count alone: their text is not looked at.
                     if best.len() == limit && best.peek().is_some_and(|w| slot.count < w.count) {
+                        continue;
+                    }
+                    if slot.text == NOT_KEPT {
+                        // Seen once: it ranks only if fewer than `limit` values were seen twice.
+                        singles = true;
                         continue;
                     }
                     let candidate = Ranked {
@@ -155,6 +186,11 @@ impl TopCounts {
                     }
                 }
             }
+        }
+        if singles && best.len() < limit {
+            // The answer reaches down to values seen once: their texts (for the answer and the
+            // order of ties) are missing.
+            return Ok(None);
         }
         let ranked = best.into_sorted_vec();
         let schema = Arc::new(Schema::new(vec![
@@ -174,10 +210,10 @@ impl TopCounts {
             Arc::clone(&schema),
             vec![Arc::new(values), Arc::new(counts)],
         )?;
-        Ok(Rows {
+        Ok(Some(Rows {
             schema,
             batches: vec![batch],
-        })
+        }))
     }
 }
 
@@ -203,59 +239,89 @@ impl PartialOrd for Ranked<'_> {
     }
 }
 
-/// Counts the first column of every stream, each stream on a task of its own (on the current
-/// runtime), then returns the `limit` most frequent values. The table's memory counts against
-/// `pool`.
+/// The `limit` most frequent values of the only column of `df`: the first pass counts them,
+/// each partition of the scan on a task of its own (on the current runtime); a second pass
+/// fetches the texts of values seen once if the answer needs them. The table's memory counts
+/// against `pool`.
 pub(crate) async fn top_values(
-    streams: Vec<SendableRecordBatchStream>,
+    df: DataFrame,
     pool: &Arc<dyn MemoryPool>,
     limit: usize,
     value_name: &str,
     count_name: &str,
 ) -> Result<Rows> {
     let counts = Arc::new(TopCounts::new());
-    // Dropping the set (a cancelled query) aborts the tasks.
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, stream) in streams.into_iter().enumerate() {
-        let counts = Arc::clone(&counts);
-        let mut reservation = MemoryConsumer::new(format!("TopCounts[{i}]")).register(pool);
-        tasks.spawn(async move {
-            let counted = counts.count_stream(stream, &mut reservation).await;
-            // The table stays until the answer is read: so does its reservation.
-            counted.map(|()| reservation)
-        });
-    }
     let mut reservations = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        let done = done.map_err(|e| DataFusionError::External(Box::new(e)))?;
-        reservations.push(done?);
+    for second_pass in [false, true] {
+        // Dropping the set (a cancelled query) aborts the tasks.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, stream) in df
+            .clone()
+            .execute_stream_partitioned()
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            let counts = Arc::clone(&counts);
+            let mut reservation = MemoryConsumer::new(format!("TopCounts[{i}]")).register(pool);
+            tasks.spawn(async move {
+                let counted = counts.consume(stream, &mut reservation, second_pass).await;
+                // The table stays until the answer is read: so does its reservation.
+                counted.map(|()| reservation)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let done = done.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            reservations.push(done?);
+        }
+        if let Some(rows) = counts.top(limit, value_name, count_name)? {
+            return Ok(rows);
+        }
     }
-    let rows = counts.top(limit, value_name, count_name);
-    drop(reservations);
-    rows
+    Err(DataFusionError::Execution(
+        "the dataset changed while it was read twice; run the query again".into(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::datatypes::Int64Type;
 
     fn counted(values: &[Option<&str>], limit: usize) -> Vec<(String, i64)> {
         let counts = TopCounts::new();
-        // Two batches, as two partitions would add them.
+        // Two batches, as two partitions would pass them.
         let (a, b) = values.split_at(values.len() / 2);
-        for part in [a, b] {
-            let column: ArrayRef = Arc::new(part.iter().copied().collect::<StringArray>());
-            counts.add(&column).unwrap();
+        let columns: Vec<ArrayRef> = [a, b]
+            .iter()
+            .map(|part| Arc::new(part.iter().copied().collect::<StringArray>()) as ArrayRef)
+            .collect();
+        for second_pass in [false, true] {
+            for column in &columns {
+                counts.pass(column, second_pass).unwrap();
+            }
+            if let Some(rows) = counts.top(limit, "v", "n").unwrap() {
+                let batch = &rows.batches[0];
+                let v = batch.column(0).as_string::<i32>();
+                let n = batch.column(1).as_primitive::<Int64Type>();
+                return (0..batch.num_rows())
+                    .map(|i| (v.value(i).to_owned(), n.value(i)))
+                    .collect();
+            }
+            assert!(
+                !second_pass,
+                "the second pass keeps every text the answer needs"
+            );
         }
-        let rows = counts.top(limit, "v", "n").unwrap();
-        let batch = &rows.batches[0];
-        let v = batch.column(0).as_string::<i32>();
-        let n = batch
-            .column(1)
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        (0..batch.num_rows())
-            .map(|i| (v.value(i).to_owned(), n.value(i)))
-            .collect()
+        unreachable!()
+    }
+
+    /// Whether the first pass alone answers.
+    fn first_pass_answers(values: &[Option<&str>], limit: usize) -> bool {
+        let counts = TopCounts::new();
+        let column: ArrayRef = Arc::new(values.iter().copied().collect::<StringArray>());
+        counts.pass(&column, false).unwrap();
+        counts.top(limit, "v", "n").unwrap().is_some()
     }
 
     #[test]
@@ -284,6 +350,9 @@ mod tests {
         assert_eq!(counted(&values, 3), all[..3].to_vec());
         assert_eq!(counted(&values, 0), vec![]);
         assert_eq!(counted(&[None, None], 5), vec![]);
+        // Down to the values seen twice, the first pass answers; below, the second is due.
+        assert!(first_pass_answers(&values, 2));
+        assert!(!first_pass_answers(&values, 3));
     }
 
     #[test]

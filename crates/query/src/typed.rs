@@ -418,10 +418,7 @@ impl Dataset {
         let limit = limit.min(self.options().max_rows.saturating_add(1));
         let pool = Arc::clone(&self.context().runtime_env().memory_pool);
         let rows = self
-            .execute(async move {
-                let streams = df.execute_stream_partitioned().await?;
-                top_values(streams, &pool, limit, "subject_uri", by.column()).await
-            })
+            .execute(async move { top_values(df, &pool, limit, "subject_uri", by.column()).await })
             .await?;
         self.capped(rows)
     }
