@@ -1,4 +1,4 @@
-//! The most frequent values of a text column, counted exactly in one pass: what
+//! The most frequent values of a text column, counted exactly: what
 //! [`Dataset::top_posts`](crate::Dataset::top_posts) ranks posts with.
 //!
 //! A `GROUP BY subject_uri` does the same, but DataFusion aggregates twice (once per partition,
@@ -124,10 +124,10 @@ impl TopCounts {
             for &k in mine {
                 let text = || values.value(rows[k]);
                 if second_pass {
-                    if let Some(slot) = counts.get_mut(&hashes[k]) {
-                        if slot.text == NOT_KEPT {
-                            slot.text = keep(texts, text());
-                        }
+                    if let Some(slot) = counts.get_mut(&hashes[k])
+                        && slot.text == NOT_KEPT
+                    {
+                        slot.text = keep(texts, text());
                     }
                     continue;
                 }
