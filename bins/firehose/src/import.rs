@@ -30,7 +30,7 @@ pub(crate) struct Args {
     #[arg(long, short = 'o')]
     out: String,
     /// Lines per write (and per file in each partition).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 80_000)]
     batch_lines: usize,
     /// Parquet compression: zstd, snappy, gzip, lz4 or none.
     #[arg(long, default_value_t = Compression::Zstd)]
