@@ -29,6 +29,13 @@
 //! queue grows inside the client. The liveness timeout counts only the time spent waiting in
 //! `next`.
 //!
+//! [`Source::next`] is **cancel-safe without losing progress**, because callers race it
+//! against ticks and shutdown in `select!`: the connection attempt under way is kept in the
+//! source, the backoff is a deadline rather than a sleep started by each call, and the time
+//! waited for a frame is summed across calls. A caller that drops the future every 50 ms
+//! still reconnects on schedule. [`Source::status`] shares whether a connection is up and when
+//! the last event came, for health checks.
+//!
 //! Each event's `time_us` is found by a small scanner that stops after the first few dozen
 //! bytes ([`peek_time_us`]); the event is not parsed twice. A frame that cannot be an event
 //! (a corrupt zstd frame, too large, not UTF-8, no `time_us`) is a [`Message::Malformed`] that
@@ -84,7 +91,7 @@ use std::path::PathBuf;
 pub use config::{Config, MAX_WANTED_COLLECTIONS, MAX_WANTED_DIDS, PUBLIC_HOSTS, load_dictionary};
 pub use frame::{FrameDecoder, MAX_EVENT_BYTES, peek_time_us};
 #[cfg(feature = "client")]
-pub use source::{Options, Source};
+pub use source::{Options, Source, SourceStatus};
 
 /// One message from Jetstream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,13 +1,17 @@
 //! The connection to Jetstream: connect, read, reconnect.
 
 use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use metrics::{Counter, Gauge};
 use rand::Rng;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -30,12 +34,88 @@ pub struct Options {
     pub max_message_size_bytes: Option<u64>,
 }
 
+/// The connection's state as others see it, shared by [`Source::status`]: for a health check
+/// that must know, while the source waits in [`Source::next`], whether a connection is up and
+/// when the last event came.
+#[derive(Debug)]
+pub struct SourceStatus {
+    connected: AtomicBool,
+    /// Unix ms of the last connect or disconnect; the source's creation before the first.
+    since_ms: AtomicI64,
+    /// Unix ms of the last event received; the source's creation before the first.
+    last_event_ms: AtomicI64,
+}
+
+impl SourceStatus {
+    fn new() -> SourceStatus {
+        let now = unix_ms();
+        SourceStatus {
+            connected: AtomicBool::new(false),
+            since_ms: AtomicI64::new(now),
+            last_event_ms: AtomicI64::new(now),
+        }
+    }
+
+    /// Whether a connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// How long no connection has been open (since the source was created, when none has
+    /// opened yet); `None` while one is open.
+    pub fn disconnected_for(&self) -> Option<Duration> {
+        if self.is_connected() {
+            return None;
+        }
+        Some(age(self.since_ms.load(Ordering::Relaxed)))
+    }
+
+    /// How long since the last event arrived (since the source was created, when none has).
+    pub fn last_event_age(&self) -> Duration {
+        age(self.last_event_ms.load(Ordering::Relaxed))
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        self.since_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn age(since_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(unix_ms().saturating_sub(since_ms)).unwrap_or(0))
+}
+
+/// A connection attempt in flight, kept in the source so that a caller that drops
+/// [`Source::next`] (a `select!` with a tick) does not throw the attempt away.
+struct Attempt {
+    /// The configured URL, for the logs.
+    base: String,
+    /// The cursor the connection resumes from.
+    resume: Option<i64>,
+    socket: Pin<Box<dyn Future<Output = Result<Socket, String>> + Send>>,
+}
+
 /// A Jetstream subscription that survives the network: see the [crate docs](crate).
 pub struct Source {
     config: Config,
     decoder: FrameDecoder,
     tls: Option<Connector>,
     socket: Option<Socket>,
+    /// The connection attempt under way, if any.
+    attempt: Option<Attempt>,
+    /// No attempt before this instant: the backoff, as a deadline rather than a sleep, so it
+    /// runs out even when the caller drops and re-creates [`Source::next`] more often than it
+    /// lasts.
+    retry_at: Option<Instant>,
+    /// Time spent waiting in [`Source::next`] since the last frame, summed across calls that
+    /// were dropped: the liveness timeout is measured against it.
+    waited: Duration,
     /// The URL in use, or to try next.
     url_index: usize,
     /// The largest `time_us` seen, or the start cursor.
@@ -53,6 +133,7 @@ pub struct Source {
     skip_to: Option<i64>,
     /// Whether an event from the future was logged on this connection.
     warned_future: bool,
+    status: Arc<SourceStatus>,
     metrics: Metrics,
 }
 
@@ -87,6 +168,9 @@ impl Source {
             decoder,
             tls,
             socket: None,
+            attempt: None,
+            retry_at: None,
+            waited: Duration::ZERO,
             url_index: 0,
             cursor: start_cursor,
             failures: 0,
@@ -95,6 +179,7 @@ impl Source {
             broken_at: None,
             skip_to: None,
             warned_future: false,
+            status: Arc::new(SourceStatus::new()),
             metrics: Metrics::new(),
         })
     }
@@ -102,15 +187,27 @@ impl Source {
     /// The next message. Waits for it, reconnecting as often as needed; errors only for
     /// configuration problems.
     ///
-    /// Cancel-safe: dropping the future loses no message (at worst a connection attempt).
+    /// Cancel-safe: dropping the future loses no message, and no progress either. A
+    /// connection attempt under way goes on at the next call, the backoff is a deadline that
+    /// runs out whether or not a call is waiting, and the liveness timeout counts the time
+    /// waited across calls. A caller may poll it in a `select!` beside a short tick.
     pub async fn next(&mut self) -> Result<Message, Error> {
         loop {
             let Some(socket) = self.socket.as_mut() else {
                 self.connect().await;
                 continue;
             };
-            let frame =
-                match tokio::time::timeout(self.config.liveness_timeout, socket.next()).await {
+            let remaining = self.config.liveness_timeout.saturating_sub(self.waited);
+            let clock = WaitClock {
+                waited: &mut self.waited,
+                since: Instant::now(),
+            };
+            let read = tokio::time::timeout(remaining, socket.next()).await;
+            drop(clock);
+            if let Ok(Some(Ok(_))) = &read {
+                self.waited = Duration::ZERO;
+            }
+            let frame = match read {
                     Ok(Some(Ok(frame))) => frame,
                     Ok(Some(Err(error))) => match broken_by_server(&error) {
                         Some(reason) => return Ok(self.broken(reason, &error)),
@@ -150,6 +247,7 @@ impl Source {
             };
             if let Message::Event { time_us, .. } = message {
                 self.metrics.events.increment(1);
+                self.status.last_event_ms.store(unix_ms(), Ordering::Relaxed);
                 let now_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
@@ -182,6 +280,11 @@ impl Source {
     /// Whether a connection is open.
     pub fn is_connected(&self) -> bool {
         self.socket.is_some()
+    }
+
+    /// The connection's state, shared: it stays current while the source runs elsewhere.
+    pub fn status(&self) -> Arc<SourceStatus> {
+        self.status.clone()
     }
 
     /// Changes the filters: at once on the open connection (`options_update`), and for every
@@ -234,78 +337,107 @@ impl Source {
         self.metrics.bytes.increment(bytes as u64);
     }
 
-    /// Opens a connection, retrying with backoff and failover until one opens.
+    /// Opens a connection, retrying with backoff and failover until one opens. Cancel-safe:
+    /// the attempt under way and the time of the next one are kept in `self`.
     async fn connect(&mut self) {
         loop {
-            if self.connections > 0 || self.failures > 0 {
-                tokio::time::sleep(self.backoff()).await;
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
             }
-            let base = &self.config.urls[self.url_index];
-            let rewind = i64::try_from(self.config.rewind.as_micros()).unwrap_or(i64::MAX);
-            let resume = self
-                .skip_to
-                .or_else(|| self.cursor.map(|cursor| cursor.saturating_sub(rewind)));
-            let url = self.config.url(base, resume);
-            // No message or frame larger than an event may be: memory stays bounded, and a
-            // larger one breaks the protocol (see `broken`).
-            let limits = WebSocketConfig::default()
-                .max_message_size(Some(MAX_EVENT_BYTES))
-                .max_frame_size(Some(MAX_EVENT_BYTES));
-            let attempt = tokio_tungstenite::connect_async_tls_with_config(
-                url.as_str(),
-                Some(limits),
-                true,
-                self.tls.clone(),
-            );
-            let error = match tokio::time::timeout(self.config.connect_timeout, attempt).await {
-                Ok(Ok((mut socket, _response))) => {
-                    let hello = if self.config.require_hello {
-                        socket.send(options_update(&self.config)).await.err()
-                    } else {
-                        None
-                    };
-                    match hello {
-                        None => {
-                            info!(url = %base, cursor = ?resume, "Connected to Jetstream.");
-                            if self.connections > 0 {
-                                self.metrics.reconnects.increment(1);
-                            }
-                            self.connections += 1;
-                            self.delivered = 0;
-                            self.skip_to = None;
-                            self.warned_future = false;
-                            self.metrics.connected.set(1.0);
-                            self.socket = Some(socket);
-                            return;
-                        }
-                        Some(error) => format!("cannot send options_update: {error}"),
-                    }
-                }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no answer in {:?}", self.config.connect_timeout),
+            if self.attempt.is_none() {
+                self.attempt = Some(self.start_attempt());
+            }
+            let Some(attempt) = self.attempt.as_mut() else {
+                continue;
             };
-            warn!(url = %base, %error, "Cannot connect to Jetstream.");
-            self.failed();
+            let result = (&mut attempt.socket).await;
+            let Some(attempt) = self.attempt.take() else {
+                continue;
+            };
+            match result {
+                Ok(socket) => {
+                    info!(url = %attempt.base, cursor = ?attempt.resume, "Connected to Jetstream.");
+                    if self.connections > 0 {
+                        self.metrics.reconnects.increment(1);
+                    }
+                    self.connections += 1;
+                    self.delivered = 0;
+                    self.waited = Duration::ZERO;
+                    self.retry_at = None;
+                    self.skip_to = None;
+                    self.warned_future = false;
+                    self.metrics.connected.set(1.0);
+                    self.status.set_connected(true);
+                    self.socket = Some(socket);
+                    return;
+                }
+                Err(error) => {
+                    warn!(url = %attempt.base, %error, "Cannot connect to Jetstream.");
+                    self.failed();
+                }
+            }
+        }
+    }
+
+    /// A connection attempt to the current URL, from the cursor less the rewind.
+    fn start_attempt(&self) -> Attempt {
+        let base = self.config.urls[self.url_index].clone();
+        let rewind = i64::try_from(self.config.rewind.as_micros()).unwrap_or(i64::MAX);
+        let resume = self
+            .skip_to
+            .or_else(|| self.cursor.map(|cursor| cursor.saturating_sub(rewind)));
+        let url = self.config.url(&base, resume);
+        // No message or frame larger than an event may be: memory stays bounded, and a larger
+        // one breaks the protocol (see `broken`).
+        let limits = WebSocketConfig::default()
+            .max_message_size(Some(MAX_EVENT_BYTES))
+            .max_frame_size(Some(MAX_EVENT_BYTES));
+        let tls = self.tls.clone();
+        let timeout = self.config.connect_timeout;
+        let hello = self.config.require_hello.then(|| options_update(&self.config));
+        let socket = async move {
+            let connecting =
+                tokio_tungstenite::connect_async_tls_with_config(url, Some(limits), true, tls);
+            let mut socket = match tokio::time::timeout(timeout, connecting).await {
+                Ok(Ok((socket, _response))) => socket,
+                Ok(Err(error)) => return Err(error.to_string()),
+                Err(_) => return Err(format!("no answer in {timeout:?}")),
+            };
+            if let Some(hello) = hello {
+                socket
+                    .send(hello)
+                    .await
+                    .map_err(|error| format!("cannot send options_update: {error}"))?;
+            }
+            Ok(socket)
+        };
+        Attempt {
+            base,
+            resume,
+            socket: Box::pin(socket),
         }
     }
 
     fn disconnect(&mut self, reason: impl Display) {
         self.socket = None;
         self.metrics.connected.set(0.0);
+        self.status.set_connected(false);
         let url = &self.config.urls[self.url_index];
         warn!(%url, messages = self.delivered, %reason, "Disconnected from Jetstream; reconnecting.");
         if self.delivered > 0 {
             // A connection that worked: try the same host again, soon.
             self.failures = 0;
+            self.retry_at = Some(Instant::now() + self.backoff());
         } else {
             self.failed();
         }
     }
 
-    /// Counts a failure and moves on to the next URL.
+    /// Counts a failure, moves on to the next URL, and sets when the next attempt may start.
     fn failed(&mut self) {
         self.failures = self.failures.saturating_add(1);
         self.url_index = (self.url_index + 1) % self.config.urls.len();
+        self.retry_at = Some(Instant::now() + self.backoff());
     }
 
     /// The delay before the next attempt: exponential in the failures so far, with jitter
@@ -316,6 +448,19 @@ impl Source {
         let exponential = (min * 2f64.powi(self.failures.min(30) as i32)).min(max);
         let jitter: f64 = rand::rng().random_range(0.5..=1.0);
         Duration::from_secs_f64(exponential * jitter)
+    }
+}
+
+/// Adds the time since `since` to `waited` when dropped: when the read it times completes, and
+/// when the caller drops [`Source::next`] in the middle of it.
+struct WaitClock<'a> {
+    waited: &'a mut Duration,
+    since: Instant,
+}
+
+impl Drop for WaitClock<'_> {
+    fn drop(&mut self) {
+        *self.waited += self.since.elapsed();
     }
 }
 

@@ -9,7 +9,8 @@ use firehose_jetstream::{Config, Message, Source};
 use firehose_mock_jetstream::{EventSource, MockConfig, MockServer};
 
 use crate::{
-    client, expected, mock, read_distinct, read_until, trained_dictionary, within_deadline,
+    Received, client, expected, mock, read_distinct, read_until, trained_dictionary,
+    within_deadline,
 };
 
 #[tokio::test]
@@ -386,6 +387,98 @@ async fn an_event_stamped_in_the_future_does_not_move_the_cursor() {
         assert!(got.times.contains(&4_102_444_800_000_000), "delivered");
         let newest = got.times.iter().copied().filter(|t| *t < 4_102_444_800_000_000).max();
         assert_eq!(source.cursor(), newest);
+    })
+    .await;
+}
+
+/// Reads `n` messages the way the pipeline's ingest loop does: `next` raced against a tick that
+/// is shorter than the backoff, so the `next` future is dropped and made again many times.
+async fn read_with_tick(source: &mut Source, n: usize, tick: Duration) -> Received {
+    let mut received = Received::default();
+    while received.events.len() + received.malformed.len() < n {
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            message = source.next() => received.push(message.unwrap()),
+        }
+    }
+    received
+}
+
+// See: issue 18 (a Jetstream unreachable at start was never tried again: every call of `next`
+// started its backoff sleep anew, and the ingest loop drops the call every second).
+#[tokio::test]
+async fn r18_connects_to_a_server_that_comes_up_late_although_next_is_dropped_often() {
+    within_deadline(async {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let config = Config {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(800),
+            ..client(vec![format!("ws://127.0.0.1:{port}/subscribe")])
+        };
+        let backoff_max = config.backoff_max;
+        let mut source = Source::new(config, None).unwrap();
+        let status = source.status();
+        // Nobody listens for 3 s: the backoff grows past the 50 ms tick.
+        let down = tokio::time::timeout(
+            Duration::from_secs(3),
+            read_with_tick(&mut source, 1, Duration::from_millis(50)),
+        )
+        .await;
+        assert!(down.is_err(), "nothing can arrive while nobody listens");
+        assert!(!status.is_connected());
+        let disconnected = status.disconnected_for().unwrap();
+        assert!(disconnected >= Duration::from_secs(3), "{disconnected:?}");
+
+        let server = mock(44, 200, |c| c.port = port).await;
+        let up = std::time::Instant::now();
+        let got = read_with_tick(&mut source, 200, Duration::from_millis(50)).await;
+        let first_within = up.elapsed();
+        assert_eq!(got.events, expected(&server, 200));
+        assert!(status.is_connected() && status.disconnected_for().is_none());
+        assert!(
+            first_within < backoff_max + Duration::from_secs(2),
+            "connected {first_within:?} after the server came up"
+        );
+    })
+    .await;
+}
+
+// See: issue 18 (the liveness timeout restarted with every call of `next`, so a stalled stream
+// read by a caller with a tick was never abandoned).
+#[tokio::test]
+async fn r18_a_stalled_stream_is_abandoned_although_next_is_dropped_often() {
+    within_deadline(async {
+        let n = 1500;
+        let server = mock(45, n, |c| {
+            c.rate = Some(3000.0);
+            c.faults.stall_after = Some(Duration::from_millis(150));
+            c.faults.stall_for = Duration::from_secs(3600);
+        })
+        .await;
+        let expected = expected(&server, n);
+        let config = Config {
+            liveness_timeout: Duration::from_millis(300),
+            rewind: Duration::from_millis(20),
+            ..client(vec![server.url()])
+        };
+        let mut source = Source::new(config, Some(0)).unwrap();
+        let mut seen = HashSet::new();
+        let mut got = Received::default();
+        while seen.len() < n as usize {
+            let batch = read_with_tick(&mut source, 1, Duration::from_millis(50)).await;
+            for event in batch.events {
+                if seen.insert(event.clone()) {
+                    got.events.push(event);
+                }
+            }
+        }
+        let sent = server.sent();
+        assert!(sent.stalls >= 1, "{sent:?}");
+        assert!(sent.connections >= 2, "the client reconnected: {sent:?}");
+        assert_eq!(got.events, expected);
     })
     .await;
 }
