@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use firehose_buffer::memory::InMemory;
 use firehose_buffer::redis::{RedisBuffer, RedisBufferBuilder};
 use firehose_buffer::{Buffer, Capacity, Stats};
-use firehose_jetstream::Source;
+use firehose_jetstream::{Source, SourceStatus};
 use firehose_pipeline::ingest::{IngestConfig, IngestLoop, IngestStatus};
 use firehose_pipeline::state::RedisState;
 use firehose_pipeline::{DatasetState, StateStore, WriteLoop, WriterConfig, WriterStatus};
@@ -54,6 +54,12 @@ pub(crate) struct SourceArgs {
     /// Reconnect when no message arrives for this long.
     #[arg(long, env = "FIREHOSE_LIVENESS_TIMEOUT", default_value = "30s", value_parser = parse_age)]
     liveness_timeout: Duration,
+    /// `/health` answers 503 when no event has arrived for this long (or none since the start).
+    /// The whole firehose carries hundreds a second; raise it for filters that match rarely,
+    /// or set 0 to turn the check off. (No connection for longer than --liveness-timeout is
+    /// always unhealthy.)
+    #[arg(long, env = "FIREHOSE_MAX_EVENT_SILENCE", default_value = "2m", value_parser = parse_age)]
+    max_event_silence: Duration,
     /// Where to start (Unix microseconds) when there is no checkpoint yet; default: live.
     #[arg(long, env = "FIREHOSE_START_CURSOR")]
     start_cursor: Option<i64>,
@@ -204,10 +210,11 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
                 ..writer_config(&args.writer)
             },
         );
+        let watch = SourceWatch::new(&source, &args.source);
         let ingest = IngestLoop::new(source, buffer.clone(), IngestConfig::default());
         let health = health_check(
             buffer.clone(),
-            Some(ingest.status()),
+            Some((ingest.status(), watch)),
             Some(writer.status()),
             &shutdown,
         );
@@ -257,8 +264,9 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
         let state = RedisState::new(buffer.clone());
         let checkpoint = read_checkpoint(&state).await?;
         let source = open_source(&args.source, checkpoint)?;
+        let watch = SourceWatch::new(&source, &args.source);
         let ingest = IngestLoop::new(source, buffer.clone(), IngestConfig::default());
-        let health = health_check(buffer, Some(ingest.status()), None, &shutdown);
+        let health = health_check(buffer, Some((ingest.status(), watch)), None, &shutdown);
         let serving = serve_metrics(&args.service, telemetry, health, &shutdown).await?;
         info!(metrics = %serving, "Reading Jetstream into Redis.");
         let report = ingest
@@ -431,10 +439,51 @@ fn host_name() -> String {
         .unwrap_or_else(|| "writer".into())
 }
 
+/// What `/health` watches of the source: its connection, and the two bounds.
+struct SourceWatch {
+    status: Arc<SourceStatus>,
+    liveness_timeout: Duration,
+    max_event_silence: Duration,
+}
+
+impl SourceWatch {
+    fn new(source: &Source, args: &SourceArgs) -> SourceWatch {
+        SourceWatch {
+            status: source.status(),
+            liveness_timeout: args.liveness_timeout,
+            max_event_silence: args.max_event_silence,
+        }
+    }
+
+    /// Why the source is unhealthy, if it is: no connection for longer than the liveness
+    /// timeout, or no event for longer than the allowed silence.
+    fn reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Some(down) = self.status.disconnected_for()
+            && down > self.liveness_timeout
+        {
+            reasons.push(format!(
+                "no connection to Jetstream for {}s (the liveness timeout is {}s)",
+                down.as_secs(),
+                self.liveness_timeout.as_secs()
+            ));
+        }
+        let silence = self.status.last_event_age();
+        if !self.max_event_silence.is_zero() && silence > self.max_event_silence {
+            reasons.push(format!(
+                "no event from Jetstream for {}s (--max-event-silence is {}s)",
+                silence.as_secs(),
+                self.max_event_silence.as_secs()
+            ));
+        }
+        reasons
+    }
+}
+
 /// Polls the buffer for the gauges and for `/health`, until shutdown.
 fn health_check(
     buffer: Arc<dyn Buffer>,
-    ingest: Option<Arc<IngestStatus>>,
+    ingest: Option<(Arc<IngestStatus>, SourceWatch)>,
     writer: Option<Arc<WriterStatus>>,
     shutdown: &CancellationToken,
 ) -> HealthCheck {
@@ -491,18 +540,26 @@ fn health_check(
             }
             None => {}
         }
-        if let Some(ingest) = &ingest {
+        if let Some((ingest, watch)) = &ingest {
             let last_ms = ingest.last_message_ms.load(Ordering::Relaxed);
             let newest = ingest.newest_time_us.load(Ordering::Relaxed);
             let lag = (newest > 0).then(|| (now_us - newest) as f64 / 1e6);
             health.details.insert(
                 "jetstream".into(),
                 serde_json::json!({
+                    "connected": watch.status.is_connected(),
+                    "disconnected_seconds": watch.status.disconnected_for().map(|d| d.as_secs_f64()),
                     "received": ingest.received.load(Ordering::Relaxed),
                     "lag_seconds": lag,
                     "last_message_age_seconds": (last_ms > 0).then(|| (now_us / 1000 - last_ms) as f64 / 1e3),
+                    "last_event_age_seconds": watch.status.last_event_age().as_secs_f64(),
                 }),
             );
+            let reasons = watch.reasons();
+            if !reasons.is_empty() {
+                health.healthy = false;
+                health.reasons.extend(reasons);
+            }
         }
         if let Some(writer) = &writer {
             let failing = writer.failing_for.load(Ordering::Relaxed);

@@ -208,24 +208,24 @@ impl Source {
                 self.waited = Duration::ZERO;
             }
             let frame = match read {
-                    Ok(Some(Ok(frame))) => frame,
-                    Ok(Some(Err(error))) => match broken_by_server(&error) {
-                        Some(reason) => return Ok(self.broken(reason, &error)),
-                        None => {
-                            self.disconnect(error);
-                            continue;
-                        }
-                    },
-                    Ok(None) => {
-                        self.disconnect("the connection ended");
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(error))) => match broken_by_server(&error) {
+                    Some(reason) => return Ok(self.broken(reason, &error)),
+                    None => {
+                        self.disconnect(error);
                         continue;
                     }
-                    Err(_) => {
-                        let reason = format!("no frame for {:?}", self.config.liveness_timeout);
-                        self.disconnect(reason);
-                        continue;
-                    }
-                };
+                },
+                Ok(None) => {
+                    self.disconnect("the connection ended");
+                    continue;
+                }
+                Err(_) => {
+                    let reason = format!("no frame for {:?}", self.config.liveness_timeout);
+                    self.disconnect(reason);
+                    continue;
+                }
+            };
             let message = match frame {
                 Frame::Text(text) => {
                     self.count_frame(text.len());
@@ -247,7 +247,9 @@ impl Source {
             };
             if let Message::Event { time_us, .. } = message {
                 self.metrics.events.increment(1);
-                self.status.last_event_ms.store(unix_ms(), Ordering::Relaxed);
+                self.status
+                    .last_event_ms
+                    .store(unix_ms(), Ordering::Relaxed);
                 let now_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
@@ -394,7 +396,10 @@ impl Source {
             .max_frame_size(Some(MAX_EVENT_BYTES));
         let tls = self.tls.clone();
         let timeout = self.config.connect_timeout;
-        let hello = self.config.require_hello.then(|| options_update(&self.config));
+        let hello = self
+            .config
+            .require_hello
+            .then(|| options_update(&self.config));
         let socket = async move {
             let connecting =
                 tokio_tungstenite::connect_async_tls_with_config(url, Some(limits), true, tls);

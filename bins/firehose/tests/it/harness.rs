@@ -85,8 +85,21 @@ pub(crate) fn mock(seed: u64, events: u64, args: &[&str]) -> (Proc, String) {
 
 /// [`mock`] with the first event at `start_us` (e.g. now, so that lag and ages are real).
 pub(crate) fn mock_from(seed: u64, events: u64, start_us: i64, args: &[&str]) -> (Proc, String) {
+    mock_on(0, seed, events, start_us, args)
+}
+
+/// [`mock_from`] listening on `port` (0: a free one).
+pub(crate) fn mock_on(
+    port: u16,
+    seed: u64,
+    events: u64,
+    start_us: i64,
+    args: &[&str],
+) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_firehose"))
-        .args(["mock-jetstream", "--port", "0", "--progress-every", "0"])
+        .args(["mock-jetstream", "--progress-every", "0"])
+        .arg("--port")
+        .arg(port.to_string())
         .arg("--seed")
         .arg(seed.to_string())
         .arg("--events")

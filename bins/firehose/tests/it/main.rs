@@ -14,6 +14,7 @@ mod mock_jetstream;
 mod outage;
 mod pipeline;
 mod query;
+mod reconnect;
 mod redis_auth;
 mod retain;
 mod secrets;
