@@ -3,20 +3,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use firehose_buffer::memory::InMemory;
 use firehose_buffer::redis::{RedisBuffer, RedisBufferBuilder};
-use firehose_buffer::{Buffer, Capacity, Stats};
-use firehose_jetstream::{Source, SourceStatus};
-use firehose_pipeline::ingest::{IngestConfig, IngestLoop, IngestStatus};
-use firehose_pipeline::state::RedisState;
-use firehose_pipeline::{DatasetState, StateStore, WriteLoop, WriterConfig, WriterStatus};
-use firehose_sink::{Compression, ParquetOptions, RollPolicy};
+use firehose_pipeline::{
+    JetstreamConfig, ParquetOptions, Pipeline, PipelineBuilder, PipelineReport, RollPolicy,
+    SharedBuffer,
+};
+use firehose_sink::Compression;
 use firehose_telemetry::{Health, HealthCheck, LogFormat, Telemetry};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{Failure, open_storage_async, parse_age, parse_size};
@@ -190,133 +186,62 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     start(args.service.log_json, |shutdown, telemetry| async move {
         let storage = open_storage_async(&args.writer.out).await?;
         watch_local_disk(&telemetry, &args.writer.out);
-        let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
-        let checkpoint = read_checkpoint(&*state).await?;
-        let source = open_source(&args.source, checkpoint)?;
-        let buffer: Arc<dyn Buffer> = Arc::new(
-            InMemory::builder()
-                .with_capacity(Capacity::bytes(args.buffer_size))
-                .build(),
-        );
-        let writer = WriteLoop::new(
-            buffer.clone(),
-            storage,
-            state,
-            WriterConfig {
-                consumer: "run".into(),
-                claim_idle: None,
-                drain_on_shutdown: true,
-                ack_on_read: true,
-                ..writer_config(&args.writer)
-            },
-        );
-        let watch = SourceWatch::new(&source, &args.source);
-        let ingest = IngestLoop::new(source, buffer.clone(), IngestConfig::default());
-        let health = health_check(
-            buffer.clone(),
-            Some((ingest.status(), watch)),
-            Some(writer.status()),
-            &shutdown,
-        );
-        let serving = serve_metrics(&args.service, telemetry, health, &shutdown).await?;
+        let builder = Pipeline::archive(jetstream_config(&args.source)?, storage)
+            .with_memory_buffer_bytes(args.buffer_size);
+        let pipeline = build(with_source(
+            with_writer(builder, &args.writer),
+            &args.source,
+        ))
+        .await?;
+        let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
         info!(out = %args.writer.out, metrics = %serving, "Archiving Jetstream.");
-
-        // The writer stops after the ingest, so it writes what the ingest appended last. A
-        // writer that stops first has failed: the ingest stops too and the process exits with
-        // the writer's error (a supervisor restarts it, and it resumes from the checkpoint),
-        // instead of reading Jetstream into a buffer that nobody empties.
-        let stop_writer = CancellationToken::new();
-        let mut writer_task = tokio::spawn(writer.run(stop_writer.clone()));
-        let ingesting = ingest.run(shutdown.clone());
-        tokio::pin!(ingesting);
-        let (ingested, written) = tokio::select! {
-            ingested = &mut ingesting => {
-                if ingested.is_err() {
-                    shutdown.cancel();
-                }
-                stop_writer.cancel();
-                (ingested, writer_task.await)
-            }
-            written = &mut writer_task => {
-                warn!("The writer stopped: stopping the ingest.");
-                shutdown.cancel();
-                (ingesting.await, written)
-            }
-        };
-        let written = written
-            .map_err(|e| Failure::Data(format!("the writer task failed: {e}")))?
-            .map_err(|e| Failure::Data(e.to_string()))?;
-        let ingested = ingested.map_err(|e| Failure::Data(e.to_string()))?;
-        info!(
-            received = ingested.appended,
-            written = written.events,
-            batches = written.batches,
-            dead_letters = written.dead_letters,
-            "Stopped cleanly."
-        );
-        Ok(())
+        finish(pipeline.run(shutdown).await)
     })
 }
 
 pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
     start(args.service.log_json, |shutdown, telemetry| async move {
-        let buffer = open_redis(&args.redis).await?;
-        let state = RedisState::new(buffer.clone());
-        let checkpoint = read_checkpoint(&state).await?;
-        let source = open_source(&args.source, checkpoint)?;
-        let watch = SourceWatch::new(&source, &args.source);
-        let ingest = IngestLoop::new(source, buffer.clone(), IngestConfig::default());
-        let health = health_check(buffer, Some((ingest.status(), watch)), None, &shutdown);
-        let serving = serve_metrics(&args.service, telemetry, health, &shutdown).await?;
+        let shared = SharedBuffer::redis(open_redis(&args.redis).await?);
+        let builder = Pipeline::ingest(jetstream_config(&args.source)?, shared);
+        let pipeline = build(with_source(builder, &args.source)).await?;
+        let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
         info!(metrics = %serving, "Reading Jetstream into Redis.");
-        let report = ingest
-            .run(shutdown.clone())
-            .await
-            .map_err(|e| Failure::Data(e.to_string()))?;
-        info!(appended = report.appended, "Stopped cleanly.");
-        Ok(())
+        finish(pipeline.run(shutdown).await)
     })
 }
 
 pub(crate) fn write(args: WriteArgs) -> Result<(), Failure> {
     start(args.service.log_json, |shutdown, telemetry| async move {
-        let buffer = open_redis(&args.redis).await?;
+        let shared = SharedBuffer::redis(open_redis(&args.redis).await?);
         let storage = open_storage_async(&args.writer.out).await?;
         watch_local_disk(&telemetry, &args.writer.out);
-        let state = Arc::new(RedisState::new(buffer.clone()));
         let consumer = args.consumer.clone().unwrap_or_else(host_name);
-        let writer = WriteLoop::new(
-            buffer.clone(),
-            storage,
-            state,
-            WriterConfig {
-                consumer: consumer.clone(),
-                ..writer_config(&args.writer)
-            },
-        );
-        let health = health_check(buffer, None, Some(writer.status()), &shutdown);
-        let serving = serve_metrics(&args.service, telemetry, health, &shutdown).await?;
+        let builder = Pipeline::write(shared, storage).with_consumer(consumer.clone());
+        let pipeline = build(with_writer(builder, &args.writer)).await?;
+        let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
         info!(out = %args.writer.out, %consumer, metrics = %serving, "Writing Redis to Parquet.");
-        let report = writer
-            .run(shutdown.clone())
-            .await
-            .map_err(|e| Failure::Data(e.to_string()))?;
-        info!(
-            written = report.events,
-            batches = report.batches,
-            "Stopped cleanly."
-        );
-        Ok(())
+        finish(pipeline.run(shutdown).await)
     })
 }
 
+async fn build(builder: PipelineBuilder) -> Result<Pipeline, Failure> {
+    builder.build().await.map_err(|e| match e {
+        firehose_pipeline::Error::Source(e) => Failure::Usage(e.to_string()),
+        e => Failure::Data(format!("cannot start the pipeline: {e}")),
+    })
+}
+
+fn finish(report: firehose_pipeline::Result<PipelineReport>) -> Result<(), Failure> {
+    report.map(drop).map_err(|e| Failure::Data(e.to_string()))
+}
+
 /// Sets up logging and metrics, a multi-threaded runtime and the signal handling, then runs
-/// `body`. The first SIGINT or SIGTERM cancels the token (stop reading, flush, acknowledge,
-/// checkpoint, exit 0); a second exits at once, which is safe: nothing acknowledged is
-/// uncommitted.
+/// `body` with the shutdown signal. The first SIGINT or SIGTERM completes it (stop reading,
+/// flush, acknowledge, checkpoint, exit 0); a second exits at once, which is safe: nothing
+/// acknowledged is uncommitted.
 fn start<F, Fut>(log_json: bool, body: F) -> Result<(), Failure>
 where
-    F: FnOnce(CancellationToken, Telemetry) -> Fut,
+    F: FnOnce(Shutdown, Telemetry) -> Fut,
     Fut: Future<Output = Result<(), Failure>>,
 {
     firehose_telemetry::init_logging(if log_json {
@@ -331,19 +256,27 @@ where
         .build()
         .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
+        let (signalled, shutdown) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("Stopping: writing what is open (a second signal exits at once).");
-            signals.cancel();
+            let _ = signalled.send(());
             wait_for_signal().await;
             warn!("Second signal: exiting now.");
             std::process::exit(1);
         });
-        body(shutdown, telemetry).await
+        body(
+            Box::pin(async move {
+                let _ = shutdown.await;
+            }),
+            telemetry,
+        )
+        .await
     })
 }
+
+/// Completes on the first SIGINT or SIGTERM.
+type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -363,26 +296,28 @@ async fn wait_for_signal() {
     }
 }
 
-fn writer_config(args: &WriterArgs) -> WriterConfig {
-    let policy = RollPolicy {
-        target_file_bytes: args.target_file_size,
-        max_age: args.max_file_age,
-        grace: args.hour_grace,
-        max_open_bytes: args.max_open_bytes,
-    };
-    WriterConfig {
-        claim_idle: Some(policy.max_age + Duration::from_secs(300)),
-        policy,
-        parquet: ParquetOptions {
+fn with_writer(builder: PipelineBuilder, args: &WriterArgs) -> PipelineBuilder {
+    builder
+        .with_roll_policy(RollPolicy {
+            target_file_bytes: args.target_file_size,
+            max_age: args.max_file_age,
+            grace: args.hour_grace,
+            max_open_bytes: args.max_open_bytes,
+        })
+        .with_parquet(ParquetOptions {
             compression: args.compression,
             ..ParquetOptions::default()
-        },
-        ..WriterConfig::default()
-    }
+        })
 }
 
-fn open_source(args: &SourceArgs, checkpoint: Option<i64>) -> Result<Source, Failure> {
-    let mut config = firehose_jetstream::Config::default();
+fn with_source(builder: PipelineBuilder, args: &SourceArgs) -> PipelineBuilder {
+    builder
+        .with_start_cursor(args.start_cursor)
+        .with_max_event_silence(args.max_event_silence)
+}
+
+fn jetstream_config(args: &SourceArgs) -> Result<JetstreamConfig, Failure> {
+    let mut config = JetstreamConfig::default();
     if !args.jetstream_url.is_empty() {
         config.urls = args.jetstream_url.clone();
     }
@@ -396,19 +331,7 @@ fn open_source(args: &SourceArgs, checkpoint: Option<i64>) -> Result<Source, Fai
             firehose_jetstream::load_dictionary(path).map_err(|e| Failure::Usage(e.to_string()))?,
         );
     }
-    let cursor = checkpoint.or(args.start_cursor);
-    match cursor {
-        Some(c) => info!(cursor = c, "Resuming from the checkpoint."),
-        None => info!("No checkpoint: starting live."),
-    }
-    Source::new(config, cursor).map_err(|e| Failure::Usage(e.to_string()))
-}
-
-async fn read_checkpoint(state: &dyn StateStore) -> Result<Option<i64>, Failure> {
-    state
-        .checkpoint()
-        .await
-        .map_err(|e| Failure::Data(format!("cannot read the checkpoint: {e}")))
+    Ok(config)
 }
 
 async fn open_redis(args: &RedisArgs) -> Result<Arc<RedisBuffer>, Failure> {
@@ -439,165 +362,31 @@ fn host_name() -> String {
         .unwrap_or_else(|| "writer".into())
 }
 
-/// What `/health` watches of the source: its connection, and the two bounds.
-struct SourceWatch {
-    status: Arc<SourceStatus>,
-    liveness_timeout: Duration,
-    max_event_silence: Duration,
-}
-
-impl SourceWatch {
-    fn new(source: &Source, args: &SourceArgs) -> SourceWatch {
-        SourceWatch {
-            status: source.status(),
-            liveness_timeout: args.liveness_timeout,
-            max_event_silence: args.max_event_silence,
-        }
-    }
-
-    /// Why the source is unhealthy, if it is: no connection for longer than the liveness
-    /// timeout, or no event for longer than the allowed silence.
-    fn reasons(&self) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if let Some(down) = self.status.disconnected_for()
-            && down > self.liveness_timeout
-        {
-            reasons.push(format!(
-                "no connection to Jetstream for {}s (the liveness timeout is {}s)",
-                down.as_secs(),
-                self.liveness_timeout.as_secs()
-            ));
-        }
-        let silence = self.status.last_event_age();
-        if !self.max_event_silence.is_zero() && silence > self.max_event_silence {
-            reasons.push(format!(
-                "no event from Jetstream for {}s (--max-event-silence is {}s)",
-                silence.as_secs(),
-                self.max_event_silence.as_secs()
-            ));
-        }
-        reasons
-    }
-}
-
-/// Polls the buffer for the gauges and for `/health`, until shutdown.
-fn health_check(
-    buffer: Arc<dyn Buffer>,
-    ingest: Option<(Arc<IngestStatus>, SourceWatch)>,
-    writer: Option<Arc<WriterStatus>>,
-    shutdown: &CancellationToken,
-) -> HealthCheck {
-    let latest: Arc<Mutex<Option<Result<Stats, String>>>> = Arc::default();
-    let polled = latest.clone();
-    let stop = shutdown.clone();
-    let written = writer.clone();
-    tokio::spawn(async move {
-        while !stop.is_cancelled() {
-            if let Some(writer) = &written {
-                let checkpoint = writer.checkpoint_us.load(Ordering::Relaxed);
-                if checkpoint > 0 {
-                    metrics::gauge!("firehose_checkpoint_age_seconds")
-                        .set((unix_us() - checkpoint) as f64 / 1e6);
-                }
-            }
-            let stats = buffer.stats().await.map_err(|e| e.to_string());
-            if let Ok(s) = &stats {
-                metrics::gauge!("firehose_buffer_events").set(s.events_unacked() as f64);
-                metrics::gauge!("firehose_buffer_bytes").set(s.bytes as f64);
-                metrics::gauge!("firehose_buffer_capacity_bytes").set(s.capacity_bytes as f64);
-                metrics::gauge!("firehose_buffer_utilisation_ratio").set(s.utilisation());
-                metrics::gauge!("firehose_buffer_oldest_event_age_seconds")
-                    .set(s.oldest_unacked_age().map_or(0.0, |age| age.as_secs_f64()));
-            }
-            if let Ok(mut slot) = polled.lock() {
-                *slot = Some(stats);
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-    Arc::new(move || {
-        let mut health = Health::ok();
-        let now_us = unix_us();
-        match latest.lock().ok().and_then(|s| s.clone()) {
-            Some(Ok(stats)) => {
-                health.details.insert(
-                    "buffer".into(),
-                    serde_json::json!({
-                        "events": stats.events_unacked(),
-                        "bytes": stats.bytes,
-                        "utilisation": stats.utilisation(),
-                        "oldest_age_seconds": stats.oldest_unacked_age().map(|a| a.as_secs_f64()),
-                    }),
-                );
-                if stats.utilisation() >= 0.95 {
-                    health.healthy = false;
-                    health.reasons.push("the buffer is full".into());
-                }
-            }
-            Some(Err(e)) => {
-                health.healthy = false;
-                health.reasons.push(format!("buffer unavailable: {e}"));
-            }
-            None => {}
-        }
-        if let Some((ingest, watch)) = &ingest {
-            let last_ms = ingest.last_message_ms.load(Ordering::Relaxed);
-            let newest = ingest.newest_time_us.load(Ordering::Relaxed);
-            let lag = (newest > 0).then(|| (now_us - newest) as f64 / 1e6);
-            health.details.insert(
-                "jetstream".into(),
-                serde_json::json!({
-                    "connected": watch.status.is_connected(),
-                    "disconnected_seconds": watch.status.disconnected_for().map(|d| d.as_secs_f64()),
-                    "received": ingest.received.load(Ordering::Relaxed),
-                    "lag_seconds": lag,
-                    "last_message_age_seconds": (last_ms > 0).then(|| (now_us / 1000 - last_ms) as f64 / 1e3),
-                    "last_event_age_seconds": watch.status.last_event_age().as_secs_f64(),
-                }),
-            );
-            let reasons = watch.reasons();
-            if !reasons.is_empty() {
-                health.healthy = false;
-                health.reasons.extend(reasons);
-            }
-        }
-        if let Some(writer) = &writer {
-            let failing = writer.failing_for.load(Ordering::Relaxed);
-            let checkpoint = writer.checkpoint_us.load(Ordering::Relaxed);
-            let age = (checkpoint > 0).then(|| (now_us - checkpoint) as f64 / 1e6);
-            health.details.insert(
-                "writer".into(),
-                serde_json::json!({
-                    "events_written": writer.events_written.load(Ordering::Relaxed),
-                    "batches_written": writer.batches_written.load(Ordering::Relaxed),
-                    "failing_attempts": failing,
-                }),
-            );
-            health
-                .details
-                .insert("checkpoint_age_seconds".into(), age.into());
-            if failing >= 3 {
-                health.healthy = false;
-                health
-                    .reasons
-                    .push(format!("storing batches failed {failing} times in a row"));
-            }
-        }
-        health
-    })
-}
-
+/// Serves `/metrics` and the pipeline's `/health` until the process ends.
 async fn serve_metrics(
     service: &ServiceArgs,
     telemetry: Telemetry,
-    health: HealthCheck,
-    shutdown: &CancellationToken,
+    pipeline: &Pipeline,
 ) -> Result<SocketAddr, Failure> {
-    let stop = shutdown.clone();
+    let handle = pipeline.health();
+    let health: HealthCheck = Arc::new(move || {
+        let health = handle.check();
+        let mut details = match health.to_json() {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        details.remove("status");
+        details.remove("reasons");
+        Health {
+            healthy: health.healthy,
+            reasons: health.reasons,
+            details,
+        }
+    });
     let (addr, serve) = firehose_telemetry::bind(
         service.metrics_addr,
         firehose_telemetry::router(telemetry, health),
-        async move { stop.cancelled().await },
+        std::future::pending::<()>(),
     )
     .await
     .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -607,13 +396,6 @@ async fn serve_metrics(
         }
     });
     Ok(addr)
-}
-
-fn unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

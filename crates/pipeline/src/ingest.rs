@@ -1,5 +1,6 @@
 //! The ingest loop: Jetstream messages into the buffer, a batch per entry.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::health::{SourceLimits, SourceWatch};
 use crate::line::encode_dead_letter;
 use crate::{Error, Result};
 
@@ -91,8 +93,26 @@ impl IngestLoop {
         self.status.clone()
     }
 
-    /// Runs until `shutdown` is cancelled or the source fails for good.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<IngestReport> {
+    /// What the health check watches of this loop and its source.
+    pub(crate) fn watch(&self, limits: SourceLimits) -> SourceWatch {
+        SourceWatch {
+            status: self.source.status(),
+            ingest: self.status(),
+            limits,
+        }
+    }
+
+    /// Runs until `shutdown` completes or the source fails for good. What was received but
+    /// not appended when it stops is counted in the report: it is after the checkpoint, so it
+    /// comes back from Jetstream.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<IngestReport> {
+        let stop = CancellationToken::new();
+        let running = self.run_until(stop.clone());
+        crate::pipeline::until_cancelled(shutdown, stop, running).await
+    }
+
+    /// [`run`](Self::run), stopped by a token.
+    pub(crate) async fn run_until(mut self, shutdown: CancellationToken) -> Result<IngestReport> {
         let mut report = IngestReport::default();
         let mut pending = Pending::default();
         let batch_events = self.config.batch_events.max(1);

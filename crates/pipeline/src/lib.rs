@@ -13,6 +13,10 @@
 //!   all-in-one `run` ([`state::DatasetState`]), in Redis beside the stream for `ingest` /
 //!   `write` (`state::RedisState`).
 //! - [`mod@line`]: how a buffered line carries either an event or a dead letter.
+//! - [`Pipeline`] owns the parts as one running value, in one of three shapes:
+//!   [`Pipeline::archive`] (Jetstream → memory → Parquet, `firehose run`),
+//!   [`Pipeline::ingest`] and [`Pipeline::write`] (either side of a [`SharedBuffer`] such as
+//!   Redis); [`health`] says whether it works and sets the gauges.
 //!
 //! # Why this order
 //!
@@ -25,13 +29,25 @@
 //! died with the process. Jetstream's own duplicates (from the rewind on reconnect) are
 //! removed later, by compaction and by the query facade, using the event key.
 
+pub mod health;
 pub mod ingest;
 pub mod line;
+mod pipeline;
 pub mod state;
 pub mod write;
 
+pub use health::{Health, HealthHandle};
+pub use pipeline::{
+    CLAIM_MARGIN, DEFAULT_MAX_EVENT_SILENCE, DEFAULT_MEMORY_BUFFER_BYTES, Pipeline,
+    PipelineBuilder, PipelineReport, SharedBuffer,
+};
 pub use state::{DatasetState, JournaledBatch, StateStore};
 pub use write::{WriteLoop, WriterConfig, WriterReport, WriterStatus};
+
+// What a caller needs to build a pipeline, so that it can depend on this crate alone.
+pub use firehose_buffer::{Buffer, memory::InMemory};
+pub use firehose_jetstream::Config as JetstreamConfig;
+pub use firehose_sink::{Compression, LocalStorage, ParquetOptions, RollPolicy, Storage};
 
 /// Errors of the pipeline.
 #[derive(Debug, thiserror::Error)]

@@ -128,6 +128,7 @@ impl StateStore for DatasetState {
     }
 }
 
+#[cfg(feature = "redis")]
 /// State for the `ingest` / `write` deployment: fields of the hash beside the Redis stream
 /// (`<stream>:state`): `checkpoint`, `batch:<first id>` (the batch's ids) and `stored:<first
 /// id>`. Every writer of the consumer group shares it.
@@ -136,6 +137,7 @@ pub struct RedisState {
     buffer: Arc<firehose_buffer::redis::RedisBuffer>,
 }
 
+#[cfg(feature = "redis")]
 impl RedisState {
     /// State kept beside `buffer`'s stream.
     pub fn new(buffer: Arc<firehose_buffer::redis::RedisBuffer>) -> Self {
@@ -143,10 +145,12 @@ impl RedisState {
     }
 }
 
+#[cfg(feature = "redis")]
 fn redis_error(op: &'static str) -> impl FnOnce(firehose_buffer::Error) -> Error {
     move |source| Error::Buffer { op, source }
 }
 
+#[cfg(feature = "redis")]
 #[async_trait]
 impl StateStore for RedisState {
     async fn checkpoint(&self) -> Result<Option<i64>> {

@@ -182,8 +182,15 @@ impl WriteLoop {
         self.sinks.status.clone()
     }
 
-    /// Runs until `shutdown` is cancelled and everything open is stored and acknowledged.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<WriterReport> {
+    /// Runs until `shutdown` completes and everything open is stored and acknowledged.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<WriterReport> {
+        let stop = CancellationToken::new();
+        let running = self.run_until(stop.clone());
+        crate::pipeline::until_cancelled(shutdown, stop, running).await
+    }
+
+    /// [`run`](Self::run), stopped by a token.
+    pub(crate) async fn run_until(mut self, shutdown: CancellationToken) -> Result<WriterReport> {
         self.load_journal().await?;
         let mut next_claim = Instant::now();
         while !shutdown.is_cancelled() {

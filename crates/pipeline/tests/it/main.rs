@@ -116,8 +116,9 @@ async fn write_all(
     config: WriterConfig,
 ) -> firehose_pipeline::WriterReport {
     let stop = CancellationToken::new();
-    let task =
-        tokio::spawn(WriteLoop::new(buffer.clone(), storage, state, config).run(stop.clone()));
+    let task = tokio::spawn(
+        WriteLoop::new(buffer.clone(), storage, state, config).run(stop.clone().cancelled_owned()),
+    );
     for _ in 0..600 {
         let stats = buffer.stats().await.unwrap();
         if stats.events_unacked() == 0 {
@@ -304,7 +305,7 @@ async fn two_writers_share_a_redis_group_and_write_each_event_once() {
             };
             tokio::spawn(
                 WriteLoop::new(buffer.clone(), storage.clone(), state.clone(), config)
-                    .run(stop.clone()),
+                    .run(stop.clone().cancelled_owned()),
             )
         })
         .collect();

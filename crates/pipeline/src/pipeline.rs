@@ -1,0 +1,414 @@
+//! A running pipeline as one value: what `firehose run`, `ingest` and `write` are.
+//!
+//! A key design decision made here is that **the mode decides the settings that correctness
+//! depends on**. Each constructor is one of the three shapes the archive runs in, and fixes
+//! what must go with it: where the checkpoint lives, whether entries may be acknowledged as
+//! soon as they are read (only with the in-memory buffer, whose durability is the checkpoint),
+//! whether the writer drains the buffer on shutdown, whether it takes over entries a stopped
+//! writer left, and the order in which the parts stop. The builder only tunes the rest.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firehose_buffer::memory::InMemory;
+use firehose_buffer::{Buffer, Capacity};
+use firehose_jetstream::Source;
+use firehose_sink::{ParquetOptions, RollPolicy, Storage};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::health::{HealthHandle, SourceLimits};
+use crate::ingest::{IngestConfig, IngestLoop, IngestReport};
+use crate::state::{DatasetState, StateStore};
+use crate::write::{WriteLoop, WriterConfig, WriterReport};
+use crate::{Error, Result};
+
+/// The in-memory buffer's default bound, in bytes of event JSON.
+pub const DEFAULT_MEMORY_BUFFER_BYTES: u64 = 256 << 20;
+
+/// The no-event bound of [`Health`](crate::Health) by default: the whole firehose carries
+/// hundreds of events a second.
+pub const DEFAULT_MAX_EVENT_SILENCE: Duration = Duration::from_secs(120);
+
+/// How long a writer's entries must wait unacknowledged, beyond the longest time a file stays
+/// open, before another writer of the group takes them over.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(300);
+
+/// A durable buffer shared between processes (Redis Streams on a server), with the
+/// pipeline's state (checkpoint and batch journal) kept beside it.
+#[derive(Debug, Clone)]
+pub struct SharedBuffer {
+    buffer: Arc<dyn Buffer>,
+    state: Arc<dyn StateStore>,
+}
+
+impl SharedBuffer {
+    /// `buffer`, with the pipeline's state in `state`. Both must outlive a process: the state
+    /// says which batches were being written when it died.
+    pub fn new(buffer: Arc<dyn Buffer>, state: Arc<dyn StateStore>) -> SharedBuffer {
+        SharedBuffer { buffer, state }
+    }
+
+    /// A Redis Streams buffer, with the state in a hash beside the stream.
+    #[cfg(feature = "redis")]
+    pub fn redis(buffer: Arc<firehose_buffer::redis::RedisBuffer>) -> SharedBuffer {
+        let state = Arc::new(crate::state::RedisState::new(buffer.clone()));
+        SharedBuffer { buffer, state }
+    }
+}
+
+/// The shape of a pipeline, fixed by its constructor.
+#[derive(Debug)]
+enum Shape {
+    /// Jetstream → in-memory buffer → storage.
+    Archive {
+        jetstream: firehose_jetstream::Config,
+        storage: Arc<dyn Storage>,
+        state: Arc<dyn StateStore>,
+        buffer_bytes: u64,
+    },
+    /// Jetstream → shared buffer.
+    Ingest {
+        jetstream: firehose_jetstream::Config,
+        shared: SharedBuffer,
+    },
+    /// Shared buffer → storage.
+    Write {
+        shared: SharedBuffer,
+        storage: Arc<dyn Storage>,
+    },
+}
+
+/// Settings of a [`Pipeline`]; made by [`Pipeline::archive`], [`Pipeline::ingest`] or
+/// [`Pipeline::write`], finished by [`build`](Self::build).
+#[derive(Debug)]
+pub struct PipelineBuilder {
+    shape: Shape,
+    start_cursor: Option<i64>,
+    max_event_silence: Duration,
+    policy: RollPolicy,
+    parquet: ParquetOptions,
+    consumer: String,
+    ingest: IngestConfig,
+}
+
+/// One running pipeline: its source, buffer and writer, with the resume from the checkpoint,
+/// the shutdown order, the health state and the gauges.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use firehose_pipeline::{JetstreamConfig, LocalStorage, Pipeline};
+/// # async fn example() -> Result<(), firehose_pipeline::Error> {
+/// let storage = Arc::new(LocalStorage::new("./data"));
+/// let pipeline = Pipeline::archive(JetstreamConfig::default(), storage)
+///     .build()
+///     .await?;
+/// let health = pipeline.health();
+/// // Archive for an hour, then write what is open and stop.
+/// let report = pipeline
+///     .run(tokio::time::sleep(Duration::from_secs(3600)))
+///     .await?;
+/// println!("{} events written; healthy: {}", report.written.events, health.check().healthy);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Pipeline {
+    ingest: Option<IngestLoop>,
+    writer: Option<WriteLoop>,
+    health: HealthHandle,
+}
+
+/// What a finished pipeline did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineReport {
+    /// The ingest side (zero when there is none).
+    pub ingested: IngestReport,
+    /// The writer side (zero when there is none).
+    pub written: WriterReport,
+}
+
+impl Pipeline {
+    /// Jetstream into an in-memory buffer into `storage`, in one process (`firehose run`).
+    /// The checkpoint is kept beside the dataset (`_firehose/checkpoint.json`) and only passes
+    /// events that are stored, so a restart resumes from it and loses nothing although the
+    /// buffer died with the process.
+    pub fn archive(
+        jetstream: firehose_jetstream::Config,
+        storage: Arc<dyn Storage>,
+    ) -> PipelineBuilder {
+        let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+        PipelineBuilder::new(Shape::Archive {
+            jetstream,
+            storage,
+            state,
+            buffer_bytes: DEFAULT_MEMORY_BUFFER_BYTES,
+        })
+    }
+
+    /// Jetstream into a shared buffer (`firehose ingest`), resuming from the checkpoint the
+    /// writers keep beside it.
+    pub fn ingest(jetstream: firehose_jetstream::Config, shared: SharedBuffer) -> PipelineBuilder {
+        PipelineBuilder::new(Shape::Ingest { jetstream, shared })
+    }
+
+    /// A shared buffer into `storage` (`firehose write`). Several writers may share one
+    /// buffer, each with its own [`consumer`](PipelineBuilder::with_consumer) name.
+    pub fn write(shared: SharedBuffer, storage: Arc<dyn Storage>) -> PipelineBuilder {
+        PipelineBuilder::new(Shape::Write { shared, storage })
+    }
+
+    /// The pipeline's health, current while it runs.
+    pub fn health(&self) -> HealthHandle {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` completes, then stops in the order that loses nothing: stop
+    /// reading Jetstream, write what the buffer and the open files hold (the in-memory
+    /// buffer) or what is open (a shared buffer), acknowledge, raise the checkpoint. A writer
+    /// that fails stops the ingest too, and the error is returned: a supervisor restarts the
+    /// process, which resumes from the checkpoint.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<PipelineReport> {
+        let Pipeline {
+            ingest,
+            writer,
+            health,
+        } = self;
+        let poll = health.clone();
+        let polling = tokio::spawn(async move { poll.poll().await });
+        let stop = CancellationToken::new();
+        let running = run_parts(ingest, writer, stop.clone());
+        let result = until_cancelled(shutdown, stop, running).await;
+        polling.abort();
+        let report = result?;
+        info!(
+            received = report.ingested.appended,
+            written = report.written.events,
+            batches = report.written.batches,
+            dead_letters = report.written.dead_letters,
+            "Stopped cleanly."
+        );
+        Ok(report)
+    }
+}
+
+/// Runs `body` and cancels `stop` when `shutdown` completes; `body` then finishes its work.
+pub(crate) async fn until_cancelled<T>(
+    shutdown: impl Future<Output = ()>,
+    stop: CancellationToken,
+    body: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(shutdown);
+    tokio::pin!(body);
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            out = &mut body => return out,
+            () = &mut shutdown, if !signalled => {
+                signalled = true;
+                stop.cancel();
+            }
+        }
+    }
+}
+
+/// The parts, in the shutdown order: the writer stops after the ingest, so it writes what the
+/// ingest appended last; a writer that stops first has failed, and the ingest stops with it
+/// instead of reading Jetstream into a buffer nobody empties.
+async fn run_parts(
+    ingest: Option<IngestLoop>,
+    writer: Option<WriteLoop>,
+    stop: CancellationToken,
+) -> Result<PipelineReport> {
+    match (ingest, writer) {
+        (Some(ingest), Some(writer)) => {
+            let stop_writer = CancellationToken::new();
+            let mut writer_task = tokio::spawn(writer.run_until(stop_writer.clone()));
+            let ingesting = ingest.run_until(stop.clone());
+            tokio::pin!(ingesting);
+            let (ingested, written) = tokio::select! {
+                ingested = &mut ingesting => {
+                    stop_writer.cancel();
+                    (ingested, writer_task.await)
+                }
+                written = &mut writer_task => {
+                    warn!("The writer stopped: stopping the ingest.");
+                    stop.cancel();
+                    (ingesting.await, written)
+                }
+            };
+            let written = written.map_err(|e| Error::State {
+                op: "run the writer",
+                message: e.to_string(),
+            })??;
+            Ok(PipelineReport {
+                ingested: ingested?,
+                written,
+            })
+        }
+        (Some(ingest), None) => Ok(PipelineReport {
+            ingested: ingest.run_until(stop).await?,
+            written: WriterReport::default(),
+        }),
+        (None, Some(writer)) => Ok(PipelineReport {
+            ingested: IngestReport::default(),
+            written: writer.run_until(stop).await?,
+        }),
+        (None, None) => Ok(PipelineReport::default()),
+    }
+}
+
+impl PipelineBuilder {
+    fn new(shape: Shape) -> PipelineBuilder {
+        PipelineBuilder {
+            shape,
+            start_cursor: None,
+            max_event_silence: DEFAULT_MAX_EVENT_SILENCE,
+            policy: RollPolicy::default(),
+            parquet: ParquetOptions::default(),
+            consumer: "writer".into(),
+            ingest: IngestConfig::default(),
+        }
+    }
+
+    /// Where to start reading Jetstream (Unix microseconds) when there is no checkpoint yet;
+    /// by default, live.
+    pub fn with_start_cursor(mut self, time_us: Option<i64>) -> Self {
+        self.start_cursor = time_us;
+        self
+    }
+
+    /// The in-memory buffer's bound, in bytes of event JSON (default 256 MiB); when it is
+    /// full, the source stops reading the socket. Only [`Pipeline::archive`] has one.
+    pub fn with_memory_buffer_bytes(mut self, bytes: u64) -> Self {
+        if let Shape::Archive { buffer_bytes, .. } = &mut self.shape {
+            *buffer_bytes = bytes;
+        }
+        self
+    }
+
+    /// How long no event may arrive before [`Health`](crate::Health) says so (default 2 min);
+    /// zero turns the check off, for filters that match rarely.
+    pub fn with_max_event_silence(mut self, silence: Duration) -> Self {
+        self.max_event_silence = silence;
+        self
+    }
+
+    /// When open Parquet files close.
+    pub fn with_roll_policy(mut self, policy: RollPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How Parquet files are encoded.
+    pub fn with_parquet(mut self, parquet: ParquetOptions) -> Self {
+        self.parquet = parquet;
+        self
+    }
+
+    /// This writer's name in the shared buffer's consumer group (default `writer`). Keep it
+    /// stable across restarts, so a restarted writer gets its own entries back at once.
+    pub fn with_consumer(mut self, consumer: impl Into<String>) -> Self {
+        self.consumer = consumer.into();
+        self
+    }
+
+    /// How the ingest side batches buffer entries.
+    pub fn with_ingest(mut self, ingest: IngestConfig) -> Self {
+        self.ingest = ingest;
+        self
+    }
+
+    /// Reads the checkpoint and connects nothing yet: the source connects when the pipeline
+    /// runs. Fails when the checkpoint cannot be read or the source's settings are invalid.
+    pub async fn build(self) -> Result<Pipeline> {
+        let writer_config = |consumer: String, archive: bool| WriterConfig {
+            consumer,
+            // The in-memory buffer has one writer; a shared one may have several.
+            claim_idle: (!archive).then_some(self.policy.max_age + CLAIM_MARGIN),
+            drain_on_shutdown: archive,
+            ack_on_read: archive,
+            policy: self.policy.clone(),
+            parquet: self.parquet.clone(),
+            ..WriterConfig::default()
+        };
+        let limits = |jetstream: &firehose_jetstream::Config| SourceLimits {
+            disconnected: jetstream.liveness_timeout,
+            silence: self.max_event_silence,
+        };
+        match self.shape {
+            Shape::Archive {
+                ref jetstream,
+                ref storage,
+                ref state,
+                buffer_bytes,
+            } => {
+                let buffer: Arc<dyn Buffer> = Arc::new(
+                    InMemory::builder()
+                        .with_capacity(Capacity::bytes(buffer_bytes))
+                        .build(),
+                );
+                let source = open_source(jetstream, &**state, self.start_cursor).await?;
+                let writer = WriteLoop::new(
+                    buffer.clone(),
+                    storage.clone(),
+                    state.clone(),
+                    writer_config("run".into(), true),
+                );
+                let ingest = IngestLoop::new(source, buffer.clone(), self.ingest.clone());
+                let watch = ingest.watch(limits(jetstream));
+                Ok(Pipeline {
+                    health: HealthHandle::new(buffer, Some(watch), Some(writer.status())),
+                    ingest: Some(ingest),
+                    writer: Some(writer),
+                })
+            }
+            Shape::Ingest {
+                ref jetstream,
+                ref shared,
+            } => {
+                let source = open_source(jetstream, &*shared.state, self.start_cursor).await?;
+                let ingest = IngestLoop::new(source, shared.buffer.clone(), self.ingest.clone());
+                let watch = ingest.watch(limits(jetstream));
+                Ok(Pipeline {
+                    health: HealthHandle::new(shared.buffer.clone(), Some(watch), None),
+                    ingest: Some(ingest),
+                    writer: None,
+                })
+            }
+            Shape::Write {
+                ref shared,
+                ref storage,
+            } => {
+                let writer = WriteLoop::new(
+                    shared.buffer.clone(),
+                    storage.clone(),
+                    shared.state.clone(),
+                    writer_config(self.consumer.clone(), false),
+                );
+                Ok(Pipeline {
+                    health: HealthHandle::new(shared.buffer.clone(), None, Some(writer.status())),
+                    ingest: None,
+                    writer: Some(writer),
+                })
+            }
+        }
+    }
+}
+
+/// The source, resuming from the checkpoint when there is one, else from `start_cursor`.
+async fn open_source(
+    jetstream: &firehose_jetstream::Config,
+    state: &dyn StateStore,
+    start_cursor: Option<i64>,
+) -> Result<Source> {
+    let checkpoint = state.checkpoint().await?;
+    let cursor = checkpoint.or(start_cursor);
+    match (checkpoint, cursor) {
+        (Some(c), _) => info!(cursor = c, "Resuming from the checkpoint."),
+        (None, Some(c)) => info!(cursor = c, "No checkpoint: starting at the given cursor."),
+        (None, None) => info!("No checkpoint: starting live."),
+    }
+    Ok(Source::new(jetstream.clone(), cursor)?)
+}
