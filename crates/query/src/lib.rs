@@ -53,6 +53,8 @@
 mod dataset;
 mod dedup;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod output;
 mod readonly;
 mod s3;
