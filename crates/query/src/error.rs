@@ -60,6 +60,14 @@ pub enum Error {
     /// Writing the result failed.
     #[error("writing the result: {0}")]
     Output(String),
+    /// A result does not have the columns a typed row needs.
+    #[error("cannot read column {column:?} of the result: {reason}")]
+    Column {
+        /// The column.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {

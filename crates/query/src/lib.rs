@@ -57,6 +57,7 @@ mod error;
 pub mod http;
 pub mod output;
 mod readonly;
+mod results;
 mod s3;
 mod top;
 mod typed;
@@ -64,6 +65,7 @@ mod typed;
 pub use dataset::{Dataset, QueryOptions, Rows};
 pub use error::{Error, Result};
 pub use readonly::check_read_only;
+pub use results::{AccountActivity, DailyStats, FromRows, HourlyEvents, Post, TopPost};
 pub use s3::{S3Options, Secret};
 pub use typed::{Engagement, PostQuery, TimeRange};
 

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use firehose_core::{Event, HOUR_US, Table};
-use firehose_query::{Dataset, Engagement, PostQuery, TimeRange};
+use firehose_query::{
+    AccountActivity, DailyStats, Dataset, Engagement, HourlyEvents, Post, PostQuery, TimeRange,
+    TopPost,
+};
 
 use crate::common::*;
 
@@ -58,6 +61,18 @@ async fn daily_stats(ds: &Dataset, events: &[Event<'static>]) {
         let mean = want.2.iter().sum::<usize>() as f64 / want.2.len() as f64;
         assert!((got - mean).abs() < 1e-9, "{got} != {mean}");
     }
+    // The same answer as typed rows.
+    let typed: Vec<DailyStats> = rows.to_typed().unwrap();
+    let want: Vec<(String, i64, i64)> = expected
+        .iter()
+        .map(|(day, e)| (day.clone(), e.0, e.1.len() as i64))
+        .collect();
+    let got: Vec<(String, i64, i64)> = typed
+        .iter()
+        .map(|d| (d.day.clone(), d.posts, d.unique_authors))
+        .collect();
+    assert_eq!(got, want);
+    assert!(typed.iter().all(|d| d.avg_text_length.is_some()));
 }
 
 async fn posts(ds: &Dataset, events: &[Event<'static>], day: TimeRange) {
@@ -72,6 +87,19 @@ async fn posts(ds: &Dataset, events: &[Event<'static>], day: TimeRange) {
     q.limit = 25;
     let rows = ds.posts(&q).await.unwrap();
     assert_eq!(string_values(&rows, "uri"), newest_first(all.clone(), 25));
+    // The same answer as typed rows, every field from the generated events.
+    let typed: Vec<Post> = rows.to_typed().unwrap();
+    assert_eq!(
+        typed.iter().map(|p| p.uri.clone()).collect::<Vec<_>>(),
+        newest_first(all.clone(), 25)
+    );
+    for post in &typed {
+        let source = all.iter().find(|p| p.uri == post.uri).unwrap();
+        assert_eq!(post.time_us, source.time_us);
+        assert_eq!(post.text, source.text);
+        assert_eq!(post.langs, source.langs);
+        assert_eq!(post.reply_parent_uri.is_some(), source.is_reply);
+    }
 
     // Replies only, in English, no limit to speak of.
     let mut q = PostQuery::new(day);
@@ -191,6 +219,13 @@ async fn events_per_hour(ds: &Dataset, events: &[Event<'static>]) {
         rows.num_rows(),
         "one row per hour and collection"
     );
+    let typed: BTreeMap<(i64, String), i64> = rows
+        .to_typed::<HourlyEvents>()
+        .unwrap()
+        .into_iter()
+        .map(|h| ((h.hour_us, h.collection), h.events))
+        .collect();
+    assert_eq!(typed, want);
     assert_eq!(got, want);
     let hours: BTreeSet<i64> = got.keys().map(|k| k.0).collect();
     assert_eq!(
@@ -222,6 +257,13 @@ async fn top_posts(ds: &Dataset, events: &[Event<'static>], day: TimeRange) {
             .zip(ints(&rows, column))
             .collect();
         assert_eq!(got, ranked, "{by:?}");
+        let typed: Vec<(String, i64)> = rows
+            .to_typed::<TopPost>()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.subject_uri, t.count))
+            .collect();
+        assert_eq!(typed, ranked, "{by:?}, typed");
     }
 }
 
@@ -266,6 +308,18 @@ async fn account_activity(ds: &Dataset, events: &[Event<'static>]) {
     assert_same_times(&got, &want);
     let counts = ints(&rows, "events");
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "most events first");
+    let typed: BTreeMap<(String, Option<String>), (i64, i64, i64)> = rows
+        .to_typed::<AccountActivity>()
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            (
+                (a.collection, a.operation),
+                (a.first_us, a.last_us, a.events),
+            )
+        })
+        .collect();
+    assert_eq!(typed.into_iter().collect::<Vec<_>>(), got);
 }
 
 /// Equal keys and counts, and first and last times equal up to the one second by which a
