@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use firehose_sink::s3::{S3Config, S3Storage};
-use firehose_sink::{LocalStorage, Storage};
+use firehose_sink::Storage;
 
 /// mimalloc keeps freed memory for reuse: the writer allocates and frees large Arrow buffers
 /// for every batch, which the system allocator returns to the kernel and faults in again.
@@ -184,15 +183,9 @@ fn open_storage(
 
 /// [`open_storage`] from async code.
 async fn open_storage_async(location: &str) -> Result<Arc<dyn Storage>, Failure> {
-    if location.starts_with("s3://") {
-        let config = S3Config::from_url(location).map_err(|e| Failure::Usage(e.to_string()))?;
-        let storage = S3Storage::new(config)
-            .await
-            .map_err(|e| Failure::Usage(e.to_string()))?;
-        Ok(Arc::new(storage))
-    } else {
-        Ok(Arc::new(LocalStorage::new(location)))
-    }
+    firehose_sink::open(location)
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// Splits `12h` into 12 and `h`.

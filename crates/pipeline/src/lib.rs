@@ -47,7 +47,9 @@ pub use write::{WriteLoop, WriterConfig, WriterReport, WriterStatus};
 // What a caller needs to build a pipeline, so that it can depend on this crate alone.
 pub use firehose_buffer::{Buffer, memory::InMemory};
 pub use firehose_jetstream::Config as JetstreamConfig;
-pub use firehose_sink::{Compression, LocalStorage, ParquetOptions, RollPolicy, Storage};
+pub use firehose_sink::{
+    Compression, LocalStorage, ParquetOptions, RollPolicy, Storage, open as open_storage,
+};
 
 /// Errors of the pipeline.
 #[derive(Debug, thiserror::Error)]

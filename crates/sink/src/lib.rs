@@ -64,6 +64,32 @@ pub use rolling::{
 pub use storage::{ObjectInfo, Storage};
 pub use writer::{BatchName, Committed, Writer};
 
+/// The dataset at `location`: a local directory, or `s3://bucket/prefix` (feature `s3`) with
+/// the endpoint, region and credentials from the standard AWS environment
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// profiles). Nothing is contacted yet: the first request opens the connection.
+///
+/// ```
+/// # async fn demo() -> firehose_sink::Result<()> {
+/// let storage = firehose_sink::open("./data").await?;
+/// let files = storage.list("posts/").await?;
+/// # let _ = files; Ok(()) }
+/// ```
+pub async fn open(location: &str) -> Result<std::sync::Arc<dyn Storage>> {
+    if location.starts_with("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            let config = s3::S3Config::from_url(location)?;
+            return Ok(std::sync::Arc::new(s3::S3Storage::new(config).await?));
+        }
+        #[cfg(not(feature = "s3"))]
+        return Err(Error::Config(format!(
+            "{location}: this build has no S3 support (the `s3` feature of firehose-sink)"
+        )));
+    }
+    Ok(std::sync::Arc::new(LocalStorage::new(location)))
+}
+
 /// Errors of the sink.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
