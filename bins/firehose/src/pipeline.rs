@@ -390,11 +390,7 @@ async fn serve_metrics(
     )
     .await
     .map_err(|e| Failure::Usage(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = serve.await {
-            warn!(error = %e, "The metrics server stopped.");
-        }
-    });
+    tokio::spawn(serve);
     Ok(addr)
 }
 

@@ -45,6 +45,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+pub use firehose_telemetry::{ServeOptions, serve};
+
 use crate::output::{self, Format};
 use crate::{Dataset, Engagement, Error, PostQuery, Rows, TimeRange};
 
@@ -91,28 +93,6 @@ impl Default for ApiOptions {
     }
 }
 
-/// How [`serve`] treats connections.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// A connection that has not sent a request's headers within this long is closed
-    /// (default 10 s).
-    pub header_timeout: Duration,
-    /// Connections open at once; further ones wait in the listener's backlog (default 1024).
-    pub max_connections: usize,
-    /// After the shutdown signal, how long open requests may take to finish (default 30 s).
-    pub grace: Duration,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            header_timeout: Duration::from_secs(10),
-            max_connections: 1024,
-            grace: Duration::from_secs(30),
-        }
-    }
-}
-
 struct AppState {
     dataset: Dataset,
     token: Option<ApiToken>,
@@ -131,72 +111,6 @@ pub fn describe_metrics() {
     metrics::counter!("firehose_query_requests_total", "route" => "/sql", "status" => "200")
         .increment(0);
     let _ = metrics::histogram!("firehose_query_duration_seconds", "route" => "/sql");
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then gives open requests
-/// [`ServeOptions::grace`] to finish.
-///
-/// What `axum::serve` does, plus a deadline for a request's headers and a cap on open
-/// connections: without them, clients that open connections and send half their headers hold
-/// a socket and a task each for as long as they like, and enough of them exhaust the
-/// process's file descriptors.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout);
-    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, say: wait instead of spinning.
-                    tracing::warn!(error = %e, "Cannot accept a connection.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "A connection ended with an error.");
-            }
-            drop(permit);
-        });
-    }
-    if tokio::time::timeout(options.grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(grace = ?options.grace, "Requests still open after the grace period were dropped.");
-    }
 }
 
 /// The API's routes over `dataset`, with the token check, the body deadline and limit, the

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -27,6 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::Semaphore;
 
 /// Errors of the telemetry setup.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +40,6 @@ pub enum Error {
     /// The metrics address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The HTTP server failed.
-    #[error("metrics server on {addr}: {source}")]
-    Serve {
         /// The address.
         addr: SocketAddr,
         /// The cause.
@@ -197,30 +191,111 @@ async fn health_page(State(state): State<AppState>) -> Response {
     (status, axum::Json(health.to_json())).into_response()
 }
 
+/// How [`serve`] treats connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// A connection that has not sent a request's headers within this long is closed
+    /// (default 10 s).
+    pub header_timeout: Duration,
+    /// Connections open at once; further ones wait in the listener's backlog (default 1024).
+    pub max_connections: usize,
+    /// After the shutdown signal, how long open requests may take to finish (default 30 s).
+    pub grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then gives open requests
+/// [`ServeOptions::grace`] to finish.
+///
+/// What `axum::serve` does, plus a deadline for a request's headers and a cap on open
+/// connections: without them, clients that open connections and send half their headers hold
+/// a socket and a task each for as long as they like, and enough of them exhaust the
+/// process's file descriptors.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(error = %e, "Cannot accept a connection.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "A connection ended with an error.");
+            }
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(options.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?options.grace, "Requests still open after the grace period were dropped.");
+    }
+}
+
 /// Binds `addr` (port 0 picks a free port), then returns the bound address and a future that
-/// serves `router` until `shutdown` completes. Binding first lets a caller report a bad
+/// serves `router` (with [`serve`]'s header deadline and connection cap) until `shutdown`
+/// completes. Binding first lets a caller report a bad
 /// address as a configuration error before anything else starts.
 pub async fn bind(
     addr: SocketAddr,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, impl Future<Output = Result<(), Error>>), Error> {
+) -> Result<(SocketAddr, impl Future<Output = ()>), Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
-    let serve = async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| Error::Serve {
-                addr: bound,
-                source,
-            })
-    };
-    Ok((bound, serve))
+    let serving = serve(listener, router, ServeOptions::default(), shutdown);
+    Ok((bound, serving))
 }
 
 /// How log lines look.
@@ -316,7 +391,54 @@ mod tests {
         assert!(bad.contains("buffer full"), "{bad}");
 
         tx.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        server.await.unwrap();
+    }
+
+    /// A router answering `GET /` with `ok`, served with `options` on a free port.
+    async fn serve_ok(options: ServeOptions) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(serve(listener, app, options, std::future::pending()));
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_half_its_headers_is_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = serve_ok(ServeOptions {
+            header_timeout: Duration::from_millis(300),
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "the connection is closed past the header deadline"
+        );
+        assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_for_one_to_close() {
+        let addr = serve_ok(ServeOptions {
+            max_connections: 1,
+            ..ServeOptions::default()
+        })
+        .await;
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The first connection holds the only slot: the second is not served meanwhile.
+        let second = tokio::time::timeout(Duration::from_millis(500), get(addr, "/")).await;
+        assert!(second.is_err(), "served past the cap: {second:?}");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), get(addr, "/")).await;
+        assert!(third.unwrap().starts_with("HTTP/1.1 200"));
     }
 
     #[tokio::test]
