@@ -188,75 +188,13 @@ async fn open_storage_async(location: &str) -> Result<Arc<dyn Storage>, Failure>
         .map_err(|e| Failure::Usage(e.to_string()))
 }
 
-/// Splits `12h` into 12 and `h`.
-fn number_and_unit(text: &str) -> Option<(u64, &str)> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    Some((number.parse().ok()?, unit.trim()))
-}
-
-/// Parses an age or duration such as `30d`, `12h`, `90m`, `3600s` or `500ms`.
+/// A duration flag: `500ms`, `30s`, `5m`, `12h`, `30d` (the rule of `firehose_core::units`).
 fn parse_age(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 30d, 12h, 90m, 3600s or 500ms");
-    let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
-    if unit == "ms" {
-        return Ok(Duration::from_millis(n));
-    }
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    firehose_core::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// Parses a size such as `100MB`, `128MiB`, `2GB` or `4096` (bytes).
+/// A size flag: `100MB` (10^6), `128MiB` or `128M` (2^20), any case (the rule of
+/// `firehose_core::units`).
 fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a size like 100MB, 128MiB, 2GB or 4096");
-    let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
-    let factor: u64 = match unit {
-        "" | "B" => 1,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_parse() {
-        assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 86_400)));
-        assert_eq!(parse_age("12h"), Ok(Duration::from_secs(12 * 3600)));
-        assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_age("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_age("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "d", "30", "30w", "-1d", "1.5h", "99999999999999999999d"] {
-            assert!(parse_age(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("100MB"), Ok(100_000_000));
-        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in ["", "MB", "1.5GB", "10XB", "-1", "99999999999GiB"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-    }
+    firehose_core::units::parse_size(text).map_err(|e| e.to_string())
 }

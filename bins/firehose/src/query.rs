@@ -143,22 +143,10 @@ enum Call {
     },
 }
 
-/// Parses `512M`, `2G`, `1048576` (bytes), `64K`.
+/// A size flag in bytes (see [`crate::parse_size`]).
 pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
-    let bad = || format!("{text:?} is not a size like 512M or 2G");
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: usize = digits.parse().map_err(|_| bad())?;
-    let scale: usize = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).ok_or_else(bad)
+    let size = crate::parse_size(text)?;
+    usize::try_from(size).map_err(|_| format!("{text:?} is too large"))
 }
 
 /// A query's error as the command's outcome: refused (exit 2) or failed (exit 1).

@@ -36,6 +36,7 @@ mod event;
 pub mod record;
 mod schema;
 mod table;
+pub mod units;
 
 pub use batch::{BatchBuilder, record_batches};
 pub use error::{ArrowBuildError, DecodeError};
