@@ -1,8 +1,7 @@
 //! `firehose health`: asks a running process for its `/health`, for container health checks
 //! (the runtime image has no curl).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::Failure;
@@ -28,7 +27,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
-    let response = http_get(addr, "/health", args.timeout)
+    let response = firehose_telemetry::http_get(addr, "/health", args.timeout)
         .map_err(|e| Failure::Data(format!("no answer from {addr}/health: {e}")))?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split(' ').nth(1).unwrap_or("?");
@@ -41,19 +40,4 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             body.trim()
         )))
     }
-}
-
-/// The raw HTTP/1.1 answer (head and body, at most 1 MiB) to `GET path` on `addr`: enough for
-/// our own `/health` and `/metrics`, without an HTTP client dependency.
-pub(crate) fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.take(1 << 20).read_to_end(&mut response)?;
-    Ok(String::from_utf8_lossy(&response).into_owned())
 }

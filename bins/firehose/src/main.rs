@@ -9,7 +9,6 @@ mod generate;
 mod health;
 mod import;
 mod inspect;
-mod load;
 mod mock_jetstream;
 mod pipeline;
 mod query;
@@ -46,7 +45,6 @@ enum Command {
     Ingest(pipeline::IngestArgs),
     Write(pipeline::WriteArgs),
     Health(health::Args),
-    Load(load::Args),
     Inspect(inspect::Args),
     Import(import::Args),
     Retain(retain::Args),
@@ -80,7 +78,6 @@ fn main() -> ExitCode {
         Command::Ingest(args) => pipeline::ingest(args),
         Command::Write(args) => pipeline::write(args),
         Command::Health(args) => health::run(args),
-        Command::Load(args) => load::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Import(args) => import::run(args),
         Command::Retain(args) => retain::run(args),

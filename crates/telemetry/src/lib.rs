@@ -298,6 +298,27 @@ pub async fn bind(
     Ok((bound, serving))
 }
 
+/// The raw HTTP/1.1 answer (head and body, at most 1 MiB) to `GET path` on `addr`, blocking:
+/// enough to ask a process for its own `/health` and `/metrics` (container health checks, the
+/// load tool) without an HTTP client dependency.
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut response)?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogFormat {

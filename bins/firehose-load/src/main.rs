@@ -1,6 +1,12 @@
-//! `firehose load`: drives `firehose run` with `firehose mock-jetstream` at a target rate for a
-//! set time, and reports what the pipeline sustained, its lag, CPU and peak memory, and whether
-//! any event was lost or doubled.
+//! `firehose-load`: a development tool, not part of the production binary. It drives
+//! `firehose run` with `firehose mock-jetstream` at a target rate for a set time, and reports
+//! what the pipeline sustained, its lag, CPU and peak memory, and whether any event was lost or
+//! doubled. Build both binaries, then run it:
+//!
+//! ```sh
+//! cargo build --release --bin firehose --bin firehose-load
+//! target/release/firehose-load --rate 100000 --duration 60s
+//! ```
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -14,14 +20,22 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
-use crate::{Failure, parse_age, parse_size, print_summary};
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
 
 /// Load-test the pipeline: start `firehose mock-jetstream` serving generated events at
 /// `--rate` for `--duration`, and `firehose run` archiving them to a local directory; print
 /// every second the rate, lag, CPU and memory of `run`, and at the end the sustained rate, peak
 /// RSS, and how many of the events sent are in the dataset exactly once.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {
+#[derive(Debug, Parser)]
+#[command(name = "firehose-load", version)]
+struct Args {
+    /// The `firehose` binary to drive (default: the one beside this program, as cargo builds
+    /// them).
+    #[arg(long)]
+    firehose: Option<PathBuf>,
     /// Events per second the mock Jetstream sends.
     #[arg(long, default_value_t = 100_000)]
     rate: u64,
@@ -83,9 +97,57 @@ impl Drop for Guard {
     }
 }
 
-pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::Usage(format!("cannot find the firehose binary: {e}")))?;
+/// How the load test ended, when it did not succeed.
+#[derive(Debug)]
+enum Failure {
+    /// Bad usage or setup: exit code 2.
+    Usage(String),
+    /// The pipeline failed, or lost events: exit code 1.
+    Data(String),
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Data(reason)) => {
+            eprintln!("firehose-load: {reason}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(reason)) => {
+            eprintln!("firehose-load: {reason}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_age(text: &str) -> Result<Duration, String> {
+    firehose_core::units::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    firehose_core::units::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// The `firehose` binary: `--firehose`, or the one beside this program.
+fn firehose_binary(args: &Args) -> Result<PathBuf, Failure> {
+    if let Some(path) = &args.firehose {
+        return Ok(path.clone());
+    }
+    let me = std::env::current_exe()
+        .map_err(|e| Failure::Usage(format!("cannot find this program's path: {e}")))?;
+    let beside = me.with_file_name("firehose");
+    if beside.is_file() {
+        Ok(beside)
+    } else {
+        Err(Failure::Usage(format!(
+            "no firehose binary at {}: build it (cargo build --release --bin firehose) or give --firehose PATH",
+            beside.display()
+        )))
+    }
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let exe = firehose_binary(&args)?;
     let out = match &args.out {
         Some(out) => out.clone(),
         None => std::env::temp_dir().join(format!("firehose-load-{}", std::process::id())),
@@ -233,27 +295,35 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     report.parquet_bytes = bytes;
     report.lost = events.saturating_sub(unique);
     report.duplicates = rows - unique;
-    print_summary(&report, args.json, |w| {
-        writeln!(
-            w,
-            "sustained {:.0} events/s for {:.1} s (target {}/s); max lag {:.1} s; run used {:.0}% of one core, peak RSS {} MB",
-            report.sustained_events_per_s,
-            report.duration_s,
-            report.target_rate,
-            report.max_lag_s,
-            report.cpu_percent_of_one_core,
-            report.peak_rss_bytes >> 20
-        )?;
-        writeln!(
-            w,
-            "{} events sent, {} in the dataset once, {} lost, {} duplicate rows (before compaction), {} bytes of Parquet",
-            report.events_sent,
-            report.unique_events_in_dataset,
-            report.lost,
-            report.duplicates,
-            report.parquet_bytes
-        )
-    })?;
+    let mut stdout = std::io::stdout().lock();
+    let printed = if args.json {
+        serde_json::to_writer(&mut stdout, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(stdout))
+    } else {
+        (|w: &mut dyn Write| {
+            writeln!(
+                w,
+                "sustained {:.0} events/s for {:.1} s (target {}/s); max lag {:.1} s; run used {:.0}% of one core, peak RSS {} MB",
+                report.sustained_events_per_s,
+                report.duration_s,
+                report.target_rate,
+                report.max_lag_s,
+                report.cpu_percent_of_one_core,
+                report.peak_rss_bytes >> 20
+            )?;
+            writeln!(
+                w,
+                "{} events sent, {} in the dataset once, {} lost, {} duplicate rows (before compaction), {} bytes of Parquet",
+                report.events_sent,
+                report.unique_events_in_dataset,
+                report.lost,
+                report.duplicates,
+                report.parquet_bytes
+            )
+        })(&mut stdout)
+    };
+    printed.map_err(|e| Failure::Usage(format!("cannot write the report: {e}")))?;
     if !args.keep && args.out.is_none() {
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -301,7 +371,7 @@ struct Scrape {
 
 /// A few figures from `run`'s `/metrics` (zeros when it does not answer yet).
 fn scrape(addr: std::net::SocketAddr) -> Scrape {
-    let Ok(text) = crate::health::http_get(addr, "/metrics", Duration::from_secs(5)) else {
+    let Ok(text) = firehose_telemetry::http_get(addr, "/metrics", Duration::from_secs(5)) else {
         return Scrape::default();
     };
     let mut scrape = Scrape::default();
