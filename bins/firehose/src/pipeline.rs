@@ -201,7 +201,7 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
 
 pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
     start(args.service.log_json, |shutdown, telemetry| async move {
-        let shared = SharedBuffer::redis(open_redis(&args.redis).await?);
+        let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
         let builder = Pipeline::ingest(jetstream_config(&args.source)?, shared);
         let pipeline = build(with_source(builder, &args.source)).await?;
         let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
@@ -212,7 +212,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
 
 pub(crate) fn write(args: WriteArgs) -> Result<(), Failure> {
     start(args.service.log_json, |shutdown, telemetry| async move {
-        let shared = SharedBuffer::redis(open_redis(&args.redis).await?);
+        let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
         let storage = open_storage_async(&args.writer.out).await?;
         watch_local_disk(&telemetry, &args.writer.out);
         let consumer = args.consumer.clone().unwrap_or_else(host_name);

@@ -559,6 +559,25 @@ macro_rules! forward_buffer {
 forward_buffer!(Arc<T>);
 forward_buffer!(Box<T>);
 
+/// A small durable table of text fields kept beside a buffer that outlives its processes (in
+/// Redis, a hash beside the stream), for the state of whoever reads the buffer: the pipeline
+/// keeps its cursor checkpoint and its journal of batches being written there, so that they
+/// live and die with the entries they describe.
+#[async_trait]
+pub trait SideTable: fmt::Debug + Send + Sync {
+    /// A field's value.
+    async fn get(&self, field: &str) -> Result<Option<String>>;
+    /// Every field whose name starts with `prefix`, sorted by name.
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, String)>>;
+    /// Sets a field.
+    async fn set(&self, field: &str, value: &str) -> Result<()>;
+    /// Removes a field.
+    async fn delete(&self, field: &str) -> Result<()>;
+    /// Raises a numeric field to `value` if it is lower (or missing), in one step, and returns
+    /// its value afterwards: several processes can advance it without moving it back.
+    async fn raise(&self, field: &str, value: u64) -> Result<u64>;
+}
+
 /// Conveniences for every [`Buffer`].
 ///
 /// This trait is implemented for every `Buffer`: you MUST NOT implement it yourself.

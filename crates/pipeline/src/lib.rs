@@ -11,7 +11,8 @@
 //!   raises the checkpoint. Messages that do not decode go to the `dead_letters` table.
 //! - [`state`]: where the checkpoint and the batch journal live: beside the dataset for the
 //!   all-in-one `run` ([`state::DatasetState`]), in Redis beside the stream for `ingest` /
-//!   `write` (`state::RedisState`).
+//!   `write` ([`state::TableState`], in the [`SideTable`] beside a shared buffer such as
+//!   Redis).
 //! - [`mod@line`]: how a buffered line carries either an event or a dead letter.
 //! - [`Pipeline`] owns the parts as one running value, in one of three shapes:
 //!   [`Pipeline::archive`] (Jetstream → memory → Parquet, `firehose run`),
@@ -45,7 +46,10 @@ pub use state::{DatasetState, JournaledBatch, StateStore};
 pub use write::{WriteLoop, WriterConfig, WriterReport, WriterStatus};
 
 // What a caller needs to build a pipeline, so that it can depend on this crate alone.
-pub use firehose_buffer::{Buffer, memory::InMemory};
+/// The Redis Streams buffer (feature `redis`).
+#[cfg(feature = "redis")]
+pub use firehose_buffer::redis;
+pub use firehose_buffer::{Buffer, SideTable, memory::InMemory};
 pub use firehose_jetstream::Config as JetstreamConfig;
 pub use firehose_sink::{
     Compression, LocalStorage, ParquetOptions, RollPolicy, Storage, open as open_storage,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firehose_buffer::memory::InMemory;
-use firehose_buffer::{Buffer, Capacity};
+use firehose_buffer::{Buffer, Capacity, SideTable};
 use firehose_jetstream::Source;
 use firehose_sink::{ParquetOptions, RollPolicy, Storage};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::health::{HealthHandle, SourceLimits};
 use crate::ingest::{IngestConfig, IngestLoop, IngestReport};
-use crate::state::{DatasetState, StateStore};
+use crate::state::{DatasetState, StateStore, TableState};
 use crate::write::{WriteLoop, WriterConfig, WriterReport};
 use crate::{Error, Result};
 
@@ -50,11 +50,13 @@ impl SharedBuffer {
         SharedBuffer { buffer, state }
     }
 
-    /// A Redis Streams buffer, with the state in a hash beside the stream.
-    #[cfg(feature = "redis")]
-    pub fn redis(buffer: Arc<firehose_buffer::redis::RedisBuffer>) -> SharedBuffer {
-        let state = Arc::new(crate::state::RedisState::new(buffer.clone()));
-        SharedBuffer { buffer, state }
+    /// A buffer that keeps a [`SideTable`] beside its entries (Redis Streams: a hash beside
+    /// the stream), with the pipeline's state in that table.
+    pub fn with_side_table<B: Buffer + SideTable + 'static>(buffer: Arc<B>) -> SharedBuffer {
+        SharedBuffer {
+            buffer: buffer.clone(),
+            state: Arc::new(TableState::new(buffer)),
+        }
     }
 }
 

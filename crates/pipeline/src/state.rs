@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use firehose_buffer::EntryId;
+use firehose_buffer::{EntryId, SideTable};
 use firehose_sink::Storage;
 use serde::{Deserialize, Serialize};
 
@@ -128,37 +128,33 @@ impl StateStore for DatasetState {
     }
 }
 
-#[cfg(feature = "redis")]
-/// State for the `ingest` / `write` deployment: fields of the hash beside the Redis stream
-/// (`<stream>:state`): `checkpoint`, `batch:<first id>` (the batch's ids) and `stored:<first
-/// id>`. Every writer of the consumer group shares it.
+/// State for the `ingest` / `write` deployment, in the [`SideTable`] beside a shared buffer
+/// (for Redis, the hash `<stream>:state`): fields `checkpoint`, `batch:<first id>` (the
+/// batch's ids) and `stored:<first id>`. Every writer of the consumer group shares it.
 #[derive(Debug, Clone)]
-pub struct RedisState {
-    buffer: Arc<firehose_buffer::redis::RedisBuffer>,
+pub struct TableState {
+    table: Arc<dyn SideTable>,
 }
 
-#[cfg(feature = "redis")]
-impl RedisState {
-    /// State kept beside `buffer`'s stream.
-    pub fn new(buffer: Arc<firehose_buffer::redis::RedisBuffer>) -> Self {
-        RedisState { buffer }
+impl TableState {
+    /// State kept in `table`.
+    pub fn new(table: Arc<dyn SideTable>) -> Self {
+        TableState { table }
     }
 }
 
-#[cfg(feature = "redis")]
-fn redis_error(op: &'static str) -> impl FnOnce(firehose_buffer::Error) -> Error {
+fn table_error(op: &'static str) -> impl FnOnce(firehose_buffer::Error) -> Error {
     move |source| Error::Buffer { op, source }
 }
 
-#[cfg(feature = "redis")]
 #[async_trait]
-impl StateStore for RedisState {
+impl StateStore for TableState {
     async fn checkpoint(&self) -> Result<Option<i64>> {
         let value = self
-            .buffer
-            .state_get("checkpoint")
+            .table
+            .get("checkpoint")
             .await
-            .map_err(redis_error("read checkpoint"))?;
+            .map_err(table_error("read checkpoint"))?;
         value
             .map(|v| {
                 v.parse().map_err(|_| Error::State {
@@ -171,10 +167,10 @@ impl StateStore for RedisState {
 
     async fn raise_checkpoint(&self, time_us: i64) -> Result<i64> {
         let raised = self
-            .buffer
-            .state_raise("checkpoint", u64::try_from(time_us).unwrap_or(0))
+            .table
+            .raise("checkpoint", u64::try_from(time_us).unwrap_or(0))
             .await
-            .map_err(redis_error("raise checkpoint"))?;
+            .map_err(table_error("raise checkpoint"))?;
         Ok(i64::try_from(raised).unwrap_or(i64::MAX))
     }
 
@@ -183,44 +179,44 @@ impl StateStore for RedisState {
             return Ok(());
         };
         let value = ids.iter().map(EntryId::to_string).collect::<Vec<_>>();
-        self.buffer
-            .state_set(&format!("batch:{first}"), &value.join(" "))
+        self.table
+            .set(&format!("batch:{first}"), &value.join(" "))
             .await
-            .map_err(redis_error("record batch"))
+            .map_err(table_error("record batch"))
     }
 
     async fn mark_stored(&self, first: EntryId) -> Result<()> {
-        self.buffer
-            .state_set(&format!("stored:{first}"), "1")
+        self.table
+            .set(&format!("stored:{first}"), "1")
             .await
-            .map_err(redis_error("mark batch stored"))
+            .map_err(table_error("mark batch stored"))
     }
 
     async fn forget_batch(&self, first: EntryId) -> Result<()> {
         for field in [format!("stored:{first}"), format!("batch:{first}")] {
-            self.buffer
-                .state_delete(&field)
+            self.table
+                .delete(&field)
                 .await
-                .map_err(redis_error("forget batch"))?;
+                .map_err(table_error("forget batch"))?;
         }
         Ok(())
     }
 
     async fn batches(&self) -> Result<Vec<JournaledBatch>> {
         let stored: std::collections::HashSet<String> = self
-            .buffer
-            .state_scan("stored:")
+            .table
+            .scan("stored:")
             .await
-            .map_err(redis_error("read journal"))?
+            .map_err(table_error("read journal"))?
             .into_iter()
             .map(|(field, _)| field["stored:".len()..].to_owned())
             .collect();
         let mut batches = Vec::new();
         for (field, value) in self
-            .buffer
-            .state_scan("batch:")
+            .table
+            .scan("batch:")
             .await
-            .map_err(redis_error("read journal"))?
+            .map_err(table_error("read journal"))?
         {
             let ids = value
                 .split(' ')

@@ -428,76 +428,10 @@ impl RedisBuffer {
         Ok(text)
     }
 
-    /// The hash beside the stream where the pipeline keeps its small state (the cursor
-    /// checkpoint, the journal of batches being written): `<stream>:state`.
+    /// The hash beside the stream that holds the [`SideTable`](crate::SideTable):
+    /// `<stream>:state`.
     pub fn state_key(&self) -> String {
         format!("{}:state", self.stream)
-    }
-
-    /// A field of the state hash.
-    pub async fn state_get(&self, field: &str) -> Result<Option<String>> {
-        let key = self.state_key();
-        self.retry("HGET", || {
-            let mut conn = self.conn.clone();
-            let cmd = ::redis::cmd("HGET").arg(&key).arg(field).clone();
-            async move { cmd.query_async(&mut conn).await }
-        })
-        .await
-    }
-
-    /// Every field of the state hash whose name starts with `prefix`, sorted by name.
-    pub async fn state_scan(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let key = self.state_key();
-        let all: Vec<(String, String)> = self
-            .retry("HGETALL", || {
-                let mut conn = self.conn.clone();
-                let cmd = ::redis::cmd("HGETALL").arg(&key).clone();
-                async move { cmd.query_async(&mut conn).await }
-            })
-            .await?;
-        let mut fields: Vec<_> = all
-            .into_iter()
-            .filter(|(field, _)| field.starts_with(prefix))
-            .collect();
-        fields.sort();
-        Ok(fields)
-    }
-
-    /// Sets a field of the state hash.
-    pub async fn state_set(&self, field: &str, value: &str) -> Result<()> {
-        let key = self.state_key();
-        self.retry("HSET", || {
-            let mut conn = self.conn.clone();
-            let cmd = ::redis::cmd("HSET").arg(&key).arg(field).arg(value).clone();
-            async move { cmd.query_async::<()>(&mut conn).await }
-        })
-        .await
-    }
-
-    /// Removes a field of the state hash.
-    pub async fn state_delete(&self, field: &str) -> Result<()> {
-        let key = self.state_key();
-        self.retry("HDEL", || {
-            let mut conn = self.conn.clone();
-            let cmd = ::redis::cmd("HDEL").arg(&key).arg(field).clone();
-            async move { cmd.query_async::<()>(&mut conn).await }
-        })
-        .await
-    }
-
-    /// Raises a numeric field of the state hash to `value` if it is lower (or missing), in one
-    /// step on the server, and returns the field's value afterwards. Several processes can
-    /// advance the same checkpoint this way without moving it back.
-    pub async fn state_raise(&self, field: &str, value: u64) -> Result<u64> {
-        let key = self.state_key();
-        let script = Script::new(scripts::RAISE);
-        self.retry("raise", || {
-            let mut conn = self.conn.clone();
-            let mut invocation = script.prepare_invoke();
-            invocation.key(&key).arg(field).arg(value);
-            async move { invocation.invoke_async(&mut conn).await }
-        })
-        .await
     }
 
     async fn create_group(&self) -> Result<()> {
@@ -886,6 +820,75 @@ impl Drop for ReadGuard<'_> {
                 s.recovery = Recovery::After(EntryId::MIN)
             });
         }
+    }
+}
+
+#[async_trait]
+impl crate::SideTable for RedisBuffer {
+    /// A field of the state hash.
+    async fn get(&self, field: &str) -> Result<Option<String>> {
+        let key = self.state_key();
+        self.retry("HGET", || {
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("HGET").arg(&key).arg(field).clone();
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
+    }
+
+    /// Every field of the state hash whose name starts with `prefix`, sorted by name.
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let key = self.state_key();
+        let all: Vec<(String, String)> = self
+            .retry("HGETALL", || {
+                let mut conn = self.conn.clone();
+                let cmd = ::redis::cmd("HGETALL").arg(&key).clone();
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        let mut fields: Vec<_> = all
+            .into_iter()
+            .filter(|(field, _)| field.starts_with(prefix))
+            .collect();
+        fields.sort();
+        Ok(fields)
+    }
+
+    /// Sets a field of the state hash.
+    async fn set(&self, field: &str, value: &str) -> Result<()> {
+        let key = self.state_key();
+        self.retry("HSET", || {
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("HSET").arg(&key).arg(field).arg(value).clone();
+            async move { cmd.query_async::<()>(&mut conn).await }
+        })
+        .await
+    }
+
+    /// Removes a field of the state hash.
+    async fn delete(&self, field: &str) -> Result<()> {
+        let key = self.state_key();
+        self.retry("HDEL", || {
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("HDEL").arg(&key).arg(field).clone();
+            async move { cmd.query_async::<()>(&mut conn).await }
+        })
+        .await
+    }
+
+    /// Raises a numeric field of the state hash to `value` if it is lower (or missing), in one
+    /// step on the server, and returns the field's value afterwards. Several processes can
+    /// advance the same checkpoint this way without moving it back.
+    async fn raise(&self, field: &str, value: u64) -> Result<u64> {
+        let key = self.state_key();
+        let script = Script::new(scripts::RAISE);
+        self.retry("raise", || {
+            let mut conn = self.conn.clone();
+            let mut invocation = script.prepare_invoke();
+            invocation.key(&key).arg(field).arg(value);
+            async move { invocation.invoke_async(&mut conn).await }
+        })
+        .await
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use firehose_buffer::memory::InMemory;
 use firehose_buffer::redis::{RedisBuffer, RedisBufferBuilder};
 use firehose_buffer::{Batch, Buffer, EntryId};
-use firehose_pipeline::state::RedisState;
+use firehose_pipeline::state::TableState;
 use firehose_pipeline::{DatasetState, StateStore, WriteLoop, WriterConfig};
 use firehose_sink::{LocalStorage, RollPolicy, Storage};
 use firehose_synth::{Config, Generator};
@@ -216,7 +216,7 @@ async fn a_batch_interrupted_before_its_acknowledgement_is_rewritten_under_the_s
     };
     let dir = temp_dir("rewrite");
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
-    let state: Arc<dyn StateStore> = Arc::new(RedisState::new(buffer.clone()));
+    let state: Arc<dyn StateStore> = Arc::new(TableState::new(buffer.clone()));
     let input = lines(2, 4_000);
     let ids = fill(&*buffer, &input, 400).await;
 
@@ -261,7 +261,7 @@ async fn a_stored_batch_left_unacknowledged_is_only_acknowledged() {
     };
     let dir = temp_dir("stored");
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
-    let state: Arc<dyn StateStore> = Arc::new(RedisState::new(buffer.clone()));
+    let state: Arc<dyn StateStore> = Arc::new(TableState::new(buffer.clone()));
     fill(&*buffer, &lines(3, 1_000), 250).await;
     let taken = buffer.read("w1", 4, Duration::ZERO).await.unwrap();
     let ids: Vec<EntryId> = taken.iter().map(|e| e.id).collect();
@@ -290,7 +290,7 @@ async fn two_writers_share_a_redis_group_and_write_each_event_once() {
     };
     let dir = temp_dir("two-writers");
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
-    let state: Arc<dyn StateStore> = Arc::new(RedisState::new(buffer.clone()));
+    let state: Arc<dyn StateStore> = Arc::new(TableState::new(buffer.clone()));
     let input = lines(4, 20_000);
     fill(&*buffer, &input, 200).await;
     let stop = CancellationToken::new();
