@@ -33,6 +33,7 @@ mod batch;
 mod de;
 mod error;
 mod event;
+pub mod layout;
 pub mod record;
 mod schema;
 mod table;

@@ -62,7 +62,7 @@ pub struct DatasetState {
 }
 
 /// Where [`DatasetState`] keeps the checkpoint, relative to the dataset root.
-pub const CHECKPOINT_PATH: &str = "_firehose/checkpoint.json";
+pub use firehose_core::layout::CHECKPOINT_PATH;
 
 impl DatasetState {
     /// State kept in `storage`.

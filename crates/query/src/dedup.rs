@@ -60,17 +60,6 @@ impl DedupTable {
     pub(crate) fn new(table: Table, inner: Arc<dyn TableProvider>) -> Self {
         DedupTable { table, inner }
     }
-
-    /// The columns that identify an event in this table.
-    pub(crate) fn key(table: Table) -> &'static [&'static str] {
-        match table {
-            Table::Identity | Table::Account => &["did", "time_us"],
-            // Other collections share one table: the collection is part of the key.
-            Table::Records => &["did", "collection", "rkey", "rev"],
-            // A collection's own table holds only that collection.
-            _ => &["did", "rkey", "rev"],
-        }
-    }
 }
 
 #[async_trait]
@@ -106,7 +95,7 @@ impl TableProvider for DedupTable {
         // Read the wanted columns, the key and what the filters need, with the filters' column
         // references made unqualified (they are evaluated on the scan's own schema).
         let mut read: BTreeSet<String> = wanted.iter().cloned().collect();
-        read.extend(Self::key(self.table).iter().map(|&k| k.to_owned()));
+        read.extend(self.table.key_columns().iter().map(|&k| k.to_owned()));
         let mut unqualified = Vec::with_capacity(filters.len());
         for f in filters {
             let f = f
@@ -167,30 +156,15 @@ impl TableProvider for DedupTable {
             parts.push(Arc::new(ProjectionExec::try_new(columns, filtered(plan)?)?));
         }
         if let Some(plan) = raw {
-            let key: Vec<Arc<dyn PhysicalExpr>> = Self::key(self.table)
+            let key: Vec<Arc<dyn PhysicalExpr>> = self
+                .table
+                .key_columns()
                 .iter()
                 .map(|&k| datafusion::physical_expr::expressions::col(k, &read_schema))
                 .collect::<Result<_>>()?;
             parts.push(Arc::new(DedupExec::try_new(filtered(plan)?, key, output)?));
         }
         UnionExec::try_new(parts)
-    }
-}
-
-/// Whether `names` (the files of one partition) are exactly the outputs of one compaction:
-/// all named `compact-<hash>-<n>.parquet` with the same hash. This is the sink's own test
-/// (`firehose_sink::compact`) for a partition it has finished: compaction writes every output
-/// before it deletes an input, so no partition with a duplicate left looks like this, and a file
-/// added later (a late event) makes the partition incomplete again.
-pub(crate) fn compacted_partition<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
-    fn output_hash(name: &str) -> Option<&str> {
-        let stem = name.strip_prefix("compact-")?.strip_suffix(".parquet")?;
-        let (hash, n) = stem.rsplit_once('-')?;
-        (!hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(hash)
-    }
-    match names.next().map(output_hash) {
-        Some(Some(first)) => names.all(|n| output_hash(n) == Some(first)),
-        _ => false,
     }
 }
 
@@ -216,7 +190,7 @@ fn split_compacted(files: Plan) -> Result<(Option<Plan>, Option<Plan>)> {
     }
     let compacted: HashSet<&str> = partitions
         .iter()
-        .filter(|(_, names)| compacted_partition(names.iter().copied()))
+        .filter(|(_, names)| firehose_core::layout::is_compacted_partition(names.iter().copied()))
         .map(|(&dir, _)| dir)
         .collect();
     if compacted.is_empty() {

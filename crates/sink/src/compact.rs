@@ -57,7 +57,7 @@ use arrow::ipc::CompressionType;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use bytes::Bytes;
-use firehose_core::{HOUR_US, PartitionKey, schema};
+use firehose_core::{HOUR_US, PartitionKey, layout, schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -65,9 +65,6 @@ use crate::encode::ParquetOptions;
 use crate::retention::partition_of;
 use crate::storage::{ObjectInfo, Storage};
 use crate::{Error, Result};
-
-/// Compacted outputs are named `compact-<hash>-<n>.parquet`.
-const OUTPUT_PREFIX: &str = "compact-";
 
 /// Rows handed to the Parquet writer at once, so an output closes near its target size.
 const WRITE_CHUNK_ROWS: usize = 1024;
@@ -303,22 +300,9 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// The hash part of a compacted output's name, `compact-<hash>-<n>.parquet`.
-fn output_hash(path: &str) -> Option<&str> {
-    let stem = file_name(path)
-        .strip_prefix(OUTPUT_PREFIX)?
-        .strip_suffix(".parquet")?;
-    let (hash, n) = stem.rsplit_once('-')?;
-    (!hash.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(hash)
-}
-
 /// Whether `files` are exactly the outputs of one compaction.
 fn is_compacted(files: &[ObjectInfo]) -> bool {
-    let mut hashes = files.iter().map(|f| output_hash(&f.path));
-    match hashes.next() {
-        Some(Some(first)) => hashes.all(|h| h == Some(first)),
-        _ => false,
-    }
+    layout::is_compacted_partition(files.iter().map(|f| f.path.as_str()))
 }
 
 /// A stable hash of the input names (FNV-1a, 64 bits; std's hasher may change between Rust
@@ -402,7 +386,10 @@ async fn compact_partition(
     let mut next_output = 0usize;
     let input_paths: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let mut store = async |file: Vec<u8>, rows: u64, report: &mut PartitionCompacted| {
-        let path = format!("{partition}/{OUTPUT_PREFIX}{hash}-{next_output:04}.parquet");
+        let path = format!(
+            "{partition}/{}",
+            layout::compacted_file_name(&hash, next_output)
+        );
         next_output += 1;
         if input_paths.contains(path.as_str()) {
             return Err(Error::Compact {
@@ -867,24 +854,6 @@ mod tests {
         ObjectInfo {
             path: path.into(),
             size: 1,
-        }
-    }
-
-    #[test]
-    fn output_names_are_recognised() {
-        let p = "likes/year=2026/month=11/day=20/hour=05";
-        assert_eq!(
-            output_hash(&format!("{p}/compact-00ff-0001.parquet")),
-            Some("00ff")
-        );
-        for other in [
-            "likes/x/1-0_2-0.parquet",
-            "compact--0001.parquet",
-            "compact-00ff-.parquet",
-            "compact-00ff-1x.parquet",
-            "compact-00ff-0001.json",
-        ] {
-            assert_eq!(output_hash(other), None, "{other}");
         }
     }
 

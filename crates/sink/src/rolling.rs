@@ -16,8 +16,7 @@ use crate::encode::{ParquetOptions, encode};
 use crate::writer::{BatchName, Committed, FileWritten};
 use crate::{Error, Result, Storage};
 
-/// The directory of the dead-letter table: messages that could not be decoded.
-pub const DEAD_LETTER_TABLE: &str = "dead_letters";
+pub use firehose_core::layout::DEAD_LETTER_TABLE;
 
 /// When open files are closed.
 ///
@@ -260,10 +259,7 @@ impl Closing {
                 .push(letter);
         }
         for (hour, letters) in by_hour {
-            let dir = format!(
-                "{DEAD_LETTER_TABLE}/year={:04}/month={:02}/day={:02}/hour={:02}",
-                hour.year, hour.month, hour.day, hour.hour
-            );
+            let dir = firehose_core::layout::dead_letter_path(hour);
             let path = format!("{dir}/{}", name.file_name());
             files.push(encode_file(
                 path,
