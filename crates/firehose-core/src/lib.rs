@@ -34,6 +34,7 @@ mod de;
 mod error;
 mod event;
 pub mod layout;
+pub mod location;
 pub mod record;
 mod schema;
 mod table;

@@ -1,29 +1,15 @@
 //! Reading a dataset from S3-compatible storage through object_store, with the sink's settings.
 
-use std::fmt;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 
+use firehose_core::location::{S3Location, check_endpoint};
+
 use crate::{Error, Result};
 
-/// A secret that never prints.
-#[derive(Clone, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+pub use firehose_core::location::Secret;
 
 /// How to reach an S3-compatible store: the same settings the sink uses (path-style requests,
 /// a custom endpoint, a region always).
@@ -52,8 +38,8 @@ impl S3Options {
             endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
             region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
             access_key_id: var("AWS_ACCESS_KEY_ID"),
-            secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Secret),
-            session_token: var("AWS_SESSION_TOKEN").map(Secret),
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+            session_token: var("AWS_SESSION_TOKEN").map(Secret::new),
         }
     }
 
@@ -68,12 +54,8 @@ impl S3Options {
             .with_region(self.region.as_deref().unwrap_or("us-east-1"))
             .with_virtual_hosted_style_request(false);
         if let Some(endpoint) = &self.endpoint {
+            check_endpoint(endpoint).map_err(|e| open_error(e.to_string()))?;
             if endpoint.starts_with("http://") {
-                if !is_loopback(endpoint) {
-                    return Err(open_error(format!(
-                        "plain http is only allowed for loopback endpoints, not {endpoint}"
-                    )));
-                }
                 builder = builder.with_allow_http(true);
             }
             builder = builder.with_endpoint(endpoint);
@@ -82,49 +64,23 @@ impl S3Options {
             builder = builder.with_access_key_id(key);
         }
         if let Some(secret) = &self.secret_access_key {
-            builder = builder.with_secret_access_key(&secret.0);
+            builder = builder.with_secret_access_key(secret.expose());
         }
         if let Some(token) = &self.session_token {
-            builder = builder.with_token(&token.0);
+            builder = builder.with_token(token.expose());
         }
         let store = builder.build().map_err(|e| open_error(e.to_string()))?;
         Ok(Arc::new(store))
     }
 }
 
-/// True for `http://127.x.x.x[:port]`, `http://localhost[:port]` and `http://[::1][:port]`.
-fn is_loopback(endpoint: &str) -> bool {
-    let Ok(url) = url::Url::parse(endpoint) else {
-        return false;
-    };
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// Splits `s3://bucket/prefix` into the bucket and the prefix (without slashes at its ends).
 pub(crate) fn split_s3_url(location: &str) -> Result<(String, String)> {
-    let invalid = |reason: &str| Error::Open {
+    let s3 = S3Location::parse(location).map_err(|e| Error::Open {
         location: location.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let rest = location
-        .strip_prefix("s3://")
-        .ok_or_else(|| invalid("an S3 location starts with s3://"))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.len() < 3
-        || !bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        return Err(invalid(
-            "the bucket name must be 3 or more lowercase letters, digits, '-' or '.'",
-        ));
-    }
-    Ok((bucket.to_owned(), prefix.trim_matches('/').to_owned()))
+        reason: e.reason.to_owned(),
+    })?;
+    Ok((s3.bucket, s3.prefix))
 }
 
 #[cfg(test)]
@@ -133,11 +89,11 @@ mod tests {
 
     #[test]
     fn loopback_only_for_http() {
-        assert!(is_loopback("http://127.0.0.1:9000"));
-        assert!(is_loopback("http://localhost:9000"));
-        assert!(is_loopback("http://[::1]:9000"));
-        assert!(!is_loopback("http://10.0.0.1:9000"));
-        assert!(!is_loopback("http://example.com"));
+        let local = S3Options {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            ..S3Options::default()
+        };
+        assert!(local.build("bucket", "s3://bucket").is_ok());
         let plain = S3Options {
             endpoint: Some("http://fsn1.your-objectstorage.com".into()),
             ..S3Options::default()

@@ -15,6 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use bytes::Bytes;
+use firehose_core::location::{S3Location, check_endpoint};
 use md5::{Digest, Md5};
 
 use crate::storage::{ObjectInfo, Storage};
@@ -23,26 +24,7 @@ use crate::{Error, Result};
 /// The smallest part of a multipart upload we send (S3 allows 5 MiB; Hetzner recommends more).
 pub const MIN_PART_SIZE: usize = 8 * 1024 * 1024;
 
-/// A secret that never prints.
-#[derive(Clone, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+pub use firehose_core::location::Secret;
 
 /// Where and how to reach the bucket.
 ///
@@ -77,26 +59,13 @@ pub struct S3Config {
 impl S3Config {
     /// A config for `s3://bucket/prefix`, everything else from the environment.
     pub fn from_url(url: &str) -> Result<Self> {
-        let invalid = |reason| Error::InvalidPath {
-            path: url.to_owned(),
-            reason,
-        };
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| invalid("an S3 location starts with s3://"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.len() < 3
-            || !bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        {
-            return Err(invalid(
-                "the bucket name must be 3 or more lowercase letters, digits, '-' or '.'",
-            ));
-        }
+        let location = S3Location::parse(url).map_err(|e| Error::InvalidPath {
+            path: e.location,
+            reason: e.reason,
+        })?;
         Ok(S3Config {
-            bucket: bucket.to_owned(),
-            prefix: prefix.trim_matches('/').to_owned(),
+            bucket: location.bucket,
+            prefix: location.prefix,
             endpoint: None,
             region: None,
             access_key_id: None,
@@ -183,6 +152,9 @@ impl S3Storage {
             ));
         }
         let shared = loader.load().await;
+        if let Some(endpoint) = shared.endpoint_url() {
+            check_endpoint(endpoint).map_err(|e| Error::Config(e.to_string()))?;
+        }
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(true)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -502,5 +474,21 @@ impl Storage for S3Storage {
             Err(e) if e.code() == Some("NoSuchKey") => Ok(()),
             Err(e) => Err(s3_error("delete", path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plain_http_is_refused_except_to_loopback() {
+        let mut config = S3Config::from_url("s3://archive/v1").unwrap();
+        config.region = Some("fsn1".into());
+        config.endpoint = Some("http://fsn1.your-objectstorage.com".into());
+        let refused = S3Storage::new(config.clone()).await.unwrap_err();
+        assert!(refused.to_string().contains("plain http"), "{refused}");
+        config.endpoint = Some("http://127.0.0.1:9000".into());
+        assert!(S3Storage::new(config).await.is_ok());
     }
 }
