@@ -2,6 +2,7 @@
 //!
 //! `cargo bench -p firehose-benches --bench decode`. Each operation is reported twice, in
 //! events/s (`…/events`) and in bytes/s of JSON (`…/bytes`), on one thread.
+#![allow(missing_docs)] // criterion_group! makes a public function that cannot carry a doc comment
 
 use std::hint::black_box;
 

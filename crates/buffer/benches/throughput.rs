@@ -7,7 +7,7 @@
 //!
 //! The Redis backend runs when `REDIS_URL` is set (`crates/buffer/bench.sh` starts a
 //! throwaway server and prints `redis-benchmark`'s raw `XADD` figure next to ours).
-
+#![allow(missing_docs)] // criterion_group! makes a public function that cannot carry a doc comment
 #![allow(clippy::expect_used)]
 
 use std::hint::black_box;
