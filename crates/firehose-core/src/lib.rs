@@ -1,6 +1,24 @@
 //! The firehose event model: Jetstream events, their typed records, the tables they are stored
 //! in and the Arrow schemas of those tables. Types and parsing only; this crate does no I/O.
 //!
+//! ```
+//! use firehose_core::{BatchBuilder, Event, PartitionKey, Record, Table};
+//! let line = br#"{"did":"did:plc:abc","time_us":1763596800000000,"kind":"commit","commit":{"rev":"3lb","operation":"create","collection":"app.bsky.feed.post","rkey":"3lbx","record":{"$type":"app.bsky.feed.post","text":"hello","createdAt":"2025-11-20T00:00:00Z","langs":["en"]},"cid":"bafyrei"}}"#;
+//! let event = Event::decode(line)?;
+//! assert_eq!(event.table(), Table::Posts);
+//! let commit = event.commit().expect("a commit");
+//! assert!(matches!(&commit.record, Some(Record::Post(post)) if post.text.as_deref() == Some("hello")));
+//! let key = PartitionKey::new(event.table(), event.time_us);
+//! assert_eq!(key.path(), "posts/year=2025/month=11/day=20/hour=00");
+//!
+//! let mut builder = BatchBuilder::new();
+//! builder.push(&event);
+//! let batches = builder.finish()?;
+//! assert_eq!(batches[0].0, Table::Posts);
+//! assert_eq!(batches[0].1.num_rows(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Layout
 //!
 //! - [`Event`] is one Jetstream v1 event: an envelope (`did`, `time_us`, `kind`) and a

@@ -1,6 +1,36 @@
 //! The running pipeline: Jetstream into the buffer, the buffer into Parquet, and the cursor
 //! checkpoint that makes restarts lossless.
 //!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use firehose_mock_jetstream::{EventSource, MockConfig, MockServer};
+//! use firehose_pipeline::{JetstreamConfig, LocalStorage, Pipeline};
+//! // A Jetstream-protocol server with 1,000 events, in-process for the example.
+//! let events = EventSource::Generated { seed: 1, events: Some(1_000), start_time_us: None };
+//! let jetstream = MockServer::start(MockConfig { events, ..MockConfig::default() }).await?;
+//!
+//! let dir = std::env::temp_dir().join(format!("firehose-pipeline-doc-{}", std::process::id()));
+//! let config = JetstreamConfig { urls: vec![jetstream.url()], ..JetstreamConfig::default() };
+//! let pipeline = Pipeline::archive(config, Arc::new(LocalStorage::new(&dir)))
+//!     .build()
+//!     .await?;
+//! let health = pipeline.health();
+//! // Any future stops it: here, once every event has arrived. What is open is written first.
+//! let report = pipeline
+//!     .run(async move {
+//!         while health.check().jetstream.map_or(0, |j| j.received) < 1_000 {
+//!             tokio::time::sleep(Duration::from_millis(50)).await;
+//!         }
+//!     })
+//!     .await?;
+//! assert_eq!(report.written.events, 1_000);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`ingest::IngestLoop`] reads the Jetstream source and appends its messages to the buffer,

@@ -1,6 +1,29 @@
 //! The Parquet sink: events become Hive-partitioned Parquet files,
 //! `<root>/<table>/year=YYYY/month=MM/day=DD/hour=HH/<name>.parquet`.
 //!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use firehose_core::Event;
+//! use firehose_sink::{BatchName, ParquetOptions, Writer};
+//! let dir = std::env::temp_dir().join(format!("firehose-sink-doc-{}", std::process::id()));
+//! let storage = firehose_sink::open(dir.to_str().ok_or("path")?).await?;
+//! let line = br#"{"did":"did:plc:abc","time_us":1763596800000000,"kind":"identity","identity":{"did":"did:plc:abc","handle":"a.bsky.social","seq":1,"time":"2025-11-20T00:00:00Z"}}"#;
+//! let events = [Event::decode(line)?];
+//! // Named after the buffer ids of the batch: writing it again replaces the same file.
+//! let name = BatchName::new("17-0", "17-0")?;
+//! let committed = Writer::new(storage.clone(), ParquetOptions::default())
+//!     .write(&name, &events)
+//!     .await?;
+//! assert_eq!(
+//!     committed.files[0].path,
+//!     "identity/year=2025/month=11/day=20/hour=00/17-0_17-0.parquet"
+//! );
+//! assert_eq!(storage.list("identity/").await?.len(), 1);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`Storage`] is the one small trait the writer needs from a storage target: put a finished

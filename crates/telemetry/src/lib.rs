@@ -15,6 +15,21 @@
 //!   filtered by `RUST_LOG` (default `info`).
 //!
 //! The names every process exports are listed in `docs/METRICS.md`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use firehose_telemetry::{Health, HealthCheck};
+//! // What `/health` answers: 503 with the reasons, when a check says so.
+//! let check: HealthCheck = Arc::new(|| {
+//!     let mut health = Health::ok();
+//!     health.healthy = false;
+//!     health.reasons.push("the buffer is full".into());
+//!     health
+//! });
+//! let answer = check().to_json();
+//! assert_eq!(answer["status"], "unhealthy");
+//! assert_eq!(answer["reasons"][0], "the buffer is full");
+//! ```
 
 use std::future::Future;
 use std::net::SocketAddr;
