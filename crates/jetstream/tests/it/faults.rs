@@ -49,23 +49,30 @@ async fn resumes_from_the_cursor_after_drops_without_a_gap() {
     .await;
 }
 
+/// A mock that stalls for good 150 ms into each connection, paced so the stream outlasts the
+/// time before the first stall; the events it publishes; a client with a 300 ms liveness
+/// timeout.
+async fn stalling(seed: u64, n: u64) -> (MockServer, Vec<String>, Config) {
+    let server = mock(seed, n, |c| {
+        c.rate = Some(3000.0);
+        c.faults.stall_after = Some(Duration::from_millis(150));
+        c.faults.stall_for = Duration::from_secs(3600);
+    })
+    .await;
+    let expected = expected(&server, n);
+    let config = Config {
+        liveness_timeout: Duration::from_millis(300),
+        rewind: Duration::from_millis(20),
+        ..client(vec![server.url()])
+    };
+    (server, expected, config)
+}
+
 #[tokio::test]
 async fn a_stalled_stream_is_abandoned_after_the_liveness_timeout() {
     within_deadline(async {
         let n = 1500;
-        // Paced, so the stream outlasts the time before the first stall.
-        let server = mock(42, n, |c| {
-            c.rate = Some(3000.0);
-            c.faults.stall_after = Some(Duration::from_millis(150));
-            c.faults.stall_for = Duration::from_secs(3600);
-        })
-        .await;
-        let expected = expected(&server, n);
-        let config = Config {
-            liveness_timeout: Duration::from_millis(300),
-            rewind: Duration::from_millis(20),
-            ..client(vec![server.url()])
-        };
+        let (server, expected, config) = stalling(42, n).await;
         // From the start: the paced server publishes from the moment it starts.
         let mut source = Source::new(config, Some(0)).unwrap();
         let got = read_distinct(&mut source, n as usize).await;
@@ -452,18 +459,7 @@ async fn r18_connects_to_a_server_that_comes_up_late_although_next_is_dropped_of
 async fn r18_a_stalled_stream_is_abandoned_although_next_is_dropped_often() {
     within_deadline(async {
         let n = 1500;
-        let server = mock(45, n, |c| {
-            c.rate = Some(3000.0);
-            c.faults.stall_after = Some(Duration::from_millis(150));
-            c.faults.stall_for = Duration::from_secs(3600);
-        })
-        .await;
-        let expected = expected(&server, n);
-        let config = Config {
-            liveness_timeout: Duration::from_millis(300),
-            rewind: Duration::from_millis(20),
-            ..client(vec![server.url()])
-        };
+        let (server, expected, config) = stalling(45, n).await;
         let mut source = Source::new(config, Some(0)).unwrap();
         let mut seen = HashSet::new();
         let mut got = Received::default();
