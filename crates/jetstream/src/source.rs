@@ -296,6 +296,8 @@ impl Source {
         self.config.wanted_collections = options.wanted_collections;
         self.config.wanted_dids = options.wanted_dids;
         self.config.max_message_size_bytes = options.max_message_size_bytes;
+        // An attempt under way would ask for the old filters: the next one asks for these.
+        self.attempt = None;
         if let Some(socket) = self.socket.as_mut() {
             let update = options_update(&self.config);
             if let Err(error) = socket.send(update).await {
