@@ -1,37 +1,40 @@
-//! `firehose import`: a JSON-lines capture into the dataset, through the same writer as the
-//! pipeline.
+//! `firehose import`: captures into the dataset, on every core.
 
-use std::collections::BTreeMap;
-use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
-use std::time::Instant;
+use std::time::Duration;
 
-use firehose_core::Event;
-use firehose_sink::{BatchName, Compression, ParquetOptions, Writer};
-use serde::Serialize;
+use firehose_import::{ImportOptions, ImportProgress, expand, import};
+use firehose_sink::{Compression, ParquetOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::inspect::{LineError, trim_line_end};
-use crate::{Failure, open_lines, open_storage, print_summary, runtime};
+use crate::{Failure, open_storage_async, print_summary};
 
-/// Decode a JSON-lines capture of Jetstream events and write it to the dataset as
-/// Hive-partitioned Parquet, through the same writer as the pipeline.
+/// Import captures of Jetstream events (one JSON object a line) into the dataset as
+/// Hive-partitioned Parquet, decoding and encoding on `--threads` threads.
 ///
-/// Lines are read in chunks of `--batch-lines`; each chunk's files are named after its line
-/// range and a hash of its content, so re-running an interrupted import rewrites the same
-/// files instead of adding copies. Bad lines are reported with their line number and skipped.
-/// Exit code 0 when every line was imported, 1 when some lines failed to decode or a write
-/// failed, 2 on usage or I/O errors.
+/// Inputs are files, directories (every file under them), glob patterns (`'caps/*.json.gz'`)
+/// or `-` for standard input; gzip and zstd are decompressed as they are read, never to disk.
+/// Each unit of `--batch-lines` lines becomes one file per partition, named after its lines
+/// and a hash of their content: the same inputs give the same files whatever `--threads` is,
+/// and re-running an interrupted import rewrites them instead of adding copies. Bad lines are
+/// reported with their input and line number and skipped. Progress (events/s, bytes, ETA)
+/// goes to stderr when it is a terminal. Exit code 0 when every line was imported, 1 when
+/// some failed to decode or a write failed, 2 on usage or I/O errors.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The capture, one Jetstream event per line; `-` reads standard input.
-    file: PathBuf,
+    /// The captures: files, directories, glob patterns, or `-` for standard input.
+    #[arg(required = true)]
+    inputs: Vec<String>,
     /// The dataset root: a local directory, or `s3://bucket/prefix` (endpoint, region and
     /// credentials from the standard AWS environment variables).
     #[arg(long, short = 'o')]
     out: String,
-    /// Lines per write (and per file in each partition).
+    /// Lines per unit of work (and per file in each partition). Memory grows with it: about
+    /// 160 MB a thread at the default.
     #[arg(long, default_value_t = 80_000)]
     batch_lines: usize,
+    /// Threads that decode and encode; default: one per core.
+    #[arg(long, short = 'j')]
+    threads: Option<usize>,
     /// Parquet compression: zstd, snappy, gzip, lz4 or none.
     #[arg(long, default_value_t = Compression::Zstd)]
     compression: Compression,
@@ -40,172 +43,73 @@ pub(crate) struct Args {
     json: bool,
 }
 
-#[derive(Debug, Default, Serialize)]
-struct Summary {
-    lines: u64,
-    blank: u64,
-    events: u64,
-    errors: u64,
-    files: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    tables: BTreeMap<&'static str, u64>,
-    first_errors: Vec<LineError>,
-}
-
-const SHOWN_ERRORS: usize = 10;
-
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    if args.batch_lines == 0 {
-        return Err(Failure::Usage("--batch-lines must be at least 1".into()));
-    }
-    let (name, mut input) = open_lines(&args.file)?;
-    let runtime = runtime()?;
-    let storage = open_storage(&args.out, &runtime)?;
-    let writer = Writer::new(
-        storage,
-        ParquetOptions {
+    let inputs = expand(&args.inputs).map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut options = ImportOptions {
+        batch_lines: args.batch_lines,
+        parquet: ParquetOptions {
             compression: args.compression,
             ..ParquetOptions::default()
         },
-    );
-
-    let started = Instant::now();
-    let mut summary = Summary::default();
-    let mut chunk = Chunk::default();
-    loop {
-        let more = chunk
-            .fill(&mut input, args.batch_lines)
-            .map_err(|e| Failure::Usage(format!("cannot read {name}: {e}")))?;
-        if chunk.lines() == 0 {
-            break;
-        }
-        let first_line = summary.lines + 1;
-        summary.lines += chunk.lines() as u64;
-        summary.bytes_in += chunk.data.len() as u64;
-        let mut events = Vec::with_capacity(chunk.lines());
-        for (i, line) in chunk.iter().enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                summary.blank += 1;
-                continue;
-            }
-            match Event::decode(line) {
-                Ok(event) => events.push(event),
-                Err(e) => {
-                    summary.errors += 1;
-                    if summary.first_errors.len() < SHOWN_ERRORS {
-                        summary.first_errors.push(LineError {
-                            line: first_line + i as u64,
-                            error: e.to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        let batch = BatchName::new(
-            &format!("import-{first_line}"),
-            &format!("{}-{:016x}", summary.lines, fnv1a(&chunk.data)),
-        )
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-        let committed = runtime
-            .block_on(writer.write(&batch, &events))
-            .map_err(|e| {
-                Failure::Data(format!(
-                    "writing lines {first_line} to {}: {e}",
-                    summary.lines
-                ))
-            })?;
-        summary.events += events.len() as u64;
-        summary.files += committed.files.len() as u64;
-        summary.bytes_out += committed.bytes();
-        for file in &committed.files {
-            *summary.tables.entry(file.table.name()).or_default() += file.rows as u64;
-        }
-        eprintln!(
-            "imported {} lines: {} events, {} errors, {} files, {:.0} events/s",
-            summary.lines,
-            summary.events,
-            summary.errors,
-            summary.files,
-            summary.events as f64 / started.elapsed().as_secs_f64().max(1e-9)
-        );
-        if !more {
-            break;
-        }
+        ..ImportOptions::default()
+    };
+    options.threads = args.threads.unwrap_or(options.threads);
+    if options.batch_lines == 0 || options.threads == 0 {
+        return Err(Failure::Usage(
+            "--batch-lines and --threads must be at least 1".into(),
+        ));
     }
-
-    print_summary(&summary, args.json, |out| {
-        print_text(out, &summary, &args.out)
-    })?;
+    let bar = progress_bar();
+    let shown = bar.clone();
+    let runtime = crate::runtime()?;
+    let summary = runtime.block_on(async {
+        let storage = open_storage_async(&args.out).await?;
+        import(&inputs, storage, &options, move |p| show(&shown, p))
+            .await
+            .map_err(|e| match e {
+                firehose_import::Error::NoInput(_) | firehose_import::Error::Read { .. } => {
+                    Failure::Usage(e.to_string())
+                }
+                e => Failure::Data(e.to_string()),
+            })
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    print_summary(&summary, args.json, |out| write!(out, "{summary}"))?;
     if summary.errors > 0 {
         return Err(Failure::Data(format!(
-            "{} of {} lines in {name} failed to decode and were skipped",
-            summary.errors, summary.lines
+            "{} of {} lines in {} failed to decode and were skipped",
+            summary.errors,
+            summary.lines,
+            firehose_import::describe(&inputs)
         )));
     }
     Ok(())
 }
 
-fn print_text(out: &mut dyn Write, s: &Summary, root: &str) -> io::Result<()> {
-    writeln!(
-        out,
-        "{} lines: {} events imported into {root}, {} failed, {} blank; {} files, {} bytes of Parquet from {} bytes of JSON ({:.1}%)",
-        s.lines,
-        s.events,
-        s.errors,
-        s.blank,
-        s.files,
-        s.bytes_out,
-        s.bytes_in,
-        100.0 * s.bytes_out as f64 / s.bytes_in.max(1) as f64
-    )?;
-    for (table, rows) in &s.tables {
-        writeln!(out, "  {table:<10} {rows:>12}")?;
-    }
-    for e in &s.first_errors {
-        writeln!(out, "  line {}: {}", e.line, e.error)?;
-    }
-    Ok(())
+/// A bar on stderr when it is a terminal; hidden otherwise (logs get the summary only).
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {binary_bytes}/{binary_total_bytes} read, ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(500));
+    bar
 }
 
-/// Up to N lines, stored back to back, with their end offsets.
-#[derive(Debug, Default)]
-struct Chunk {
-    data: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Chunk {
-    /// Refills with up to `max` lines; returns whether the input may have more.
-    fn fill(&mut self, input: &mut impl BufRead, max: usize) -> io::Result<bool> {
-        self.data.clear();
-        self.ends.clear();
-        while self.ends.len() < max {
-            if input.read_until(b'\n', &mut self.data)? == 0 {
-                return Ok(false);
-            }
-            self.ends.push(self.data.len());
-        }
-        Ok(true)
+fn show(bar: &ProgressBar, p: &ImportProgress) {
+    if let Some(total) = p.bytes_total {
+        bar.set_length(total);
     }
-
-    fn lines(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// The lines without their line endings.
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(start, end)| trim_line_end(&self.data[start..end]))
-    }
-}
-
-/// FNV-1a, 64 bits: a stable content hash for file names (std's hasher may change between
-/// releases, which would rename files on re-import).
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bar.set_position(p.bytes_read);
+    bar.set_message(format!(
+        "{} events ({:.0}/s), {} failed lines, {} files",
+        p.events,
+        p.events as f64 / p.elapsed.as_secs_f64().max(1e-9),
+        p.errors,
+        p.files
+    ));
 }

@@ -15,9 +15,7 @@ mod query;
 mod retain;
 mod serve;
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,17 +127,6 @@ fn config_path(args: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
     std::env::var_os("FIREHOSE_CONFIG")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
-}
-
-/// Opens `path` for reading lines, or standard input for `-`; returns it with its name for
-/// messages.
-fn open_lines(path: &Path) -> Result<(String, Box<dyn BufRead>), Failure> {
-    let name = path.display().to_string();
-    if name == "-" {
-        return Ok((name, Box::new(io::stdin().lock())));
-    }
-    let file = File::open(path).map_err(|e| Failure::Usage(format!("cannot open {name}: {e}")))?;
-    Ok((name, Box::new(BufReader::with_capacity(1 << 20, file))))
 }
 
 /// Prints a summary on standard output: one JSON object and a newline with `json`, else in the

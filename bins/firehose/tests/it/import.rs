@@ -51,10 +51,15 @@ fn import_writes_every_table_and_reports_bad_lines() {
     assert_eq!(summary["errors"], 2);
     assert_eq!(summary["first_errors"][0]["line"], 2);
     assert_eq!(summary["first_errors"][1]["line"], 3);
+    assert_eq!(
+        summary["first_errors"][0]["input"],
+        capture.to_str().unwrap()
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("imported 7000 lines"),
-        "progress is shown: {stderr}"
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "no progress when not a terminal: {stderr}"
     );
     let reason = format!(
         "2 of 30002 lines in {} failed to decode and were skipped",
@@ -92,6 +97,35 @@ fn import_writes_every_table_and_reports_bad_lines() {
     let out = firehose(&args, b"");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(parquet_files(&data), files);
+
+    // The same capture zstd-compressed, found through a pattern, on 1 and on 3 threads: the
+    // same files again.
+    let zst = dir.join("capture.jsonl.zst");
+    std::fs::write(&zst, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
+    for threads in ["1", "3"] {
+        let again = dir.join(format!("again-{threads}"));
+        let pattern = format!("{}/*.zst", dir.display());
+        let out = firehose(
+            &[
+                "import",
+                &pattern,
+                "-o",
+                again.to_str().unwrap(),
+                "--batch-lines",
+                "7000",
+                "-j",
+                threads,
+            ],
+            b"",
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(parquet_files(&again), files, "{threads} threads");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
