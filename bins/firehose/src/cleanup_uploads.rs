@@ -1,10 +1,11 @@
 //! `firehose cleanup-uploads`: abort multipart uploads that never completed.
 
+use firehose_core::units::parse_duration;
 use std::time::{Duration, UNIX_EPOCH};
 
 use firehose_sink::s3::{S3Config, S3Storage};
 
-use crate::{Failure, parse_age, runtime};
+use crate::{Failure, runtime};
 
 /// Abort the multipart uploads under an S3 dataset that were started more than `--older-than`
 /// ago and never completed (a writer killed mid-upload leaves them; their parts are billed
@@ -17,7 +18,7 @@ pub(crate) struct Args {
     #[arg(long)]
     data: String,
     /// Only uploads started longer ago than this, e.g. `24h`, `7d`.
-    #[arg(long, value_parser = parse_age)]
+    #[arg(long, value_parser = parse_duration)]
     older_than: Duration,
     /// Print the uploads that would be aborted; abort nothing.
     #[arg(long)]
@@ -25,17 +26,14 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    if !args.data.starts_with("s3://") {
-        return Err(Failure::Usage(format!(
-            "cleanup-uploads works on an S3 dataset (s3://bucket/prefix); {} is a local directory, which has no multipart uploads",
-            args.data
-        )));
-    }
-    let config = S3Config::from_url(&args.data).map_err(|e| Failure::Usage(e.to_string()))?;
     let runtime = runtime()?;
     let storage = runtime
-        .block_on(S3Storage::new(config))
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+        .block_on(async { S3Storage::new(S3Config::from_url(&args.data)?).await })
+        .map_err(|e| {
+            Failure::Usage(format!(
+                "cleanup-uploads works on an S3 dataset (s3://bucket/prefix): {e}"
+            ))
+        })?;
     let stale = runtime
         .block_on(storage.stale_uploads(args.older_than))
         .map_err(|e| {

@@ -1,13 +1,14 @@
 //! `firehose compact`: merge the small files of closed hour partitions.
 
+use firehose_core::units::parse_duration;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use firehose_sink::{CompactOptions, Compacted, Progress, compact};
 use serde::Serialize;
 
-use crate::{Failure, open_storage, parse_age, print_summary, runtime};
+use crate::{Failure, open_storage, print_summary, runtime};
 
 /// Merge the small files of every closed hour partition into files of about `--target-size`,
 /// sorted by time, with duplicate events (Jetstream replays) removed, then delete the small
@@ -24,7 +25,7 @@ pub(crate) struct Args {
     #[arg(long)]
     data: String,
     /// How long after its end an hour is still open for late events, e.g. `10m`, `1h`.
-    #[arg(long, value_parser = parse_age, default_value = "10m")]
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
     grace: std::time::Duration,
     /// Size of each output file, e.g. `100MB`, `64MiB`, `1GB`.
     #[arg(long, value_parser = parse_size, default_value = "100MB")]
@@ -41,29 +42,17 @@ pub(crate) struct Args {
     json: bool,
 }
 
+/// The report, with what the text line needs.
 #[derive(Debug, Serialize)]
 struct Summary {
     dry_run: bool,
-    partitions: usize,
-    already_compact: usize,
-    open: usize,
-    files_in: usize,
-    files_out: usize,
-    rows_in: u64,
-    rows_out: u64,
-    duplicates: u64,
-    bytes_in: u64,
-    bytes_out: u64,
+    #[serde(flatten)]
+    report: Compacted,
     seconds: f64,
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| Failure::Usage(format!("clock before 1970: {e}")))?;
-    let closed_before = now.saturating_sub(args.grace);
-    let closed_before_us = i64::try_from(closed_before.as_micros())
-        .map_err(|_| Failure::Usage("time out of range".into()))?;
+    let closed_before_us = firehose_core::units::unix_micros_ago(args.grace);
     let mut options = CompactOptions {
         target_size: args.target_size,
         dry_run: args.dry_run,
@@ -76,87 +65,37 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let storage = open_storage(&args.data, &runtime)?;
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
-    let mut partition_started = Instant::now();
+    let dry_run = args.dry_run;
     let report = runtime
         .block_on(compact(
             storage.as_ref(),
             closed_before_us,
             &options,
             |progress| match progress {
-                Progress::Started {
-                    partition,
-                    index,
-                    total,
-                    files,
-                    bytes,
-                } => {
-                    partition_started = Instant::now();
-                    if !args.dry_run {
-                        eprintln!("[{index}/{total}] {partition}: {files} files, {bytes} bytes");
-                    }
-                }
-                Progress::Read {
-                    partition,
-                    read,
-                    files,
-                } if terminal => {
-                    eprint!("\r  {partition}: read {read}/{files} files");
+                Progress::Finished(_) if dry_run => println!("{progress}"),
+                _ if dry_run => {}
+                Progress::Read { read, files, .. } if terminal => {
+                    eprint!("\r{progress}");
                     if read == files {
                         eprintln!();
                     }
                 }
-                Progress::Stored { path, rows, bytes } => {
-                    eprintln!("  stored {path}: {rows} rows, {bytes} bytes");
-                }
-                Progress::Finished(done) if args.dry_run => {
-                    println!(
-                        "{}: {} files, {} bytes",
-                        done.partition, done.files_in, done.bytes_in
-                    );
-                }
-                Progress::Finished(done) => {
-                    eprintln!(
-                        "  {}: {} files into {}, {} rows into {} ({} duplicates), {} bytes into {}, {:.1} s",
-                        done.partition,
-                        done.files_in,
-                        done.outputs.len(),
-                        done.rows_in,
-                        done.rows_out,
-                        done.duplicates,
-                        done.bytes_in,
-                        done.bytes_out,
-                        partition_started.elapsed().as_secs_f64()
-                    );
-                }
-                _ => {}
+                Progress::Read { .. } => {}
+                _ => eprintln!("{progress}"),
             },
         ))
         .map_err(|e| Failure::Data(format!("compact {}: {e}", args.data)))?;
-    let summary = Summary::new(&report, args.dry_run, started.elapsed().as_secs_f64());
+    let summary = Summary {
+        dry_run: args.dry_run,
+        report,
+        seconds: started.elapsed().as_secs_f64(),
+    };
     print_summary(&summary, args.json, |out| print_text(out, &summary))
 }
 
-impl Summary {
-    fn new(r: &Compacted, dry_run: bool, seconds: f64) -> Self {
-        Summary {
-            dry_run,
-            partitions: r.partitions,
-            already_compact: r.already_compact,
-            open: r.open,
-            files_in: r.files_in,
-            files_out: r.files_out,
-            rows_in: r.rows_in,
-            rows_out: r.rows_out,
-            duplicates: r.duplicates,
-            bytes_in: r.bytes_in,
-            bytes_out: r.bytes_out,
-            seconds,
-        }
-    }
-}
-
-fn print_text(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
-    if s.dry_run {
+fn print_text(out: &mut dyn Write, summary: &Summary) -> std::io::Result<()> {
+    let s = &summary.report;
+    if summary.dry_run {
         writeln!(
             out,
             "would compact {} partitions ({} files, {} bytes); {} already compacted, {} still open",
@@ -174,7 +113,7 @@ fn print_text(out: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
             s.duplicates,
             s.bytes_in,
             s.bytes_out,
-            s.seconds,
+            summary.seconds,
             s.already_compact,
             s.open
         )

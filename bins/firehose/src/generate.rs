@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use firehose_synth::{Config, Generator};
+use firehose_synth::Config;
 
 use crate::Failure;
 
@@ -62,12 +62,6 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         None => Box::new(io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 20, sink);
-    let written = Generator::new(config)
-        .take(usize::try_from(args.events).unwrap_or(usize::MAX))
-        .try_for_each(|event| {
-            serde_json::to_writer(&mut out, &event).map_err(io::Error::from)?;
-            out.write_all(b"\n")
-        })
-        .and_then(|()| out.flush());
-    written.map_err(|e| Failure::Usage(format!("cannot write to {target}: {e}")))
+    firehose_synth::write_json_lines(config, args.events, &mut out)
+        .map_err(|e| Failure::Usage(format!("cannot write to {target}: {e}")))
 }

@@ -4,7 +4,6 @@
 
 mod cleanup_uploads;
 mod compact;
-mod config;
 mod generate;
 mod health;
 mod import;
@@ -18,7 +17,6 @@ mod serve;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use firehose_sink::Storage;
@@ -49,7 +47,7 @@ enum Command {
     Compact(compact::Args),
     CleanupUploads(cleanup_uploads::Args),
     Generate(generate::Args),
-    MockJetstream(mock_jetstream::Args),
+    MockJetstream(firehose_mock_jetstream::cli::MockArgs),
     Query(query::Args),
     Serve(serve::Args),
 }
@@ -106,7 +104,8 @@ fn parse_cli() -> Result<Cli, Failure> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut command = Cli::command();
     if let Some(path) = config_path(&args) {
-        command = config::apply(command, &path)?;
+        command = firehose_pipeline::cli::settings_file::apply(command, &path)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
     }
     let matches = command.get_matches_from(args);
     Cli::from_arg_matches(&matches).map_err(|e| Failure::Usage(e.to_string()))
@@ -172,13 +171,9 @@ async fn open_storage_async(location: &str) -> Result<Arc<dyn Storage>, Failure>
         .map_err(|e| Failure::Usage(e.to_string()))
 }
 
-/// A duration flag: `500ms`, `30s`, `5m`, `12h`, `30d` (the rule of `firehose_core::units`).
-fn parse_age(text: &str) -> Result<Duration, String> {
-    firehose_core::units::parse_duration(text).map_err(|e| e.to_string())
-}
-
 /// A size flag: `100MB` (10^6), `128MiB` or `128M` (2^20), any case (the rule of
 /// `firehose_core::units`).
-fn parse_size(text: &str) -> Result<u64, String> {
-    firehose_core::units::parse_size(text).map_err(|e| e.to_string())
+fn parse_size<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    let size = firehose_core::units::parse_size(text).map_err(|e| e.to_string())?;
+    T::try_from(size).map_err(|_| format!("{text:?} is too large"))
 }

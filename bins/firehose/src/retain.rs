@@ -1,11 +1,11 @@
 //! `firehose retain`: delete hour partitions past an age.
 
+use firehose_core::units::parse_duration;
 use std::io::IsTerminal;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use firehose_sink::retain;
 
-use crate::{Failure, open_storage, parse_age, runtime};
+use crate::{Failure, open_storage, runtime};
 
 /// Delete whole hour partitions older than an age, in every table of the dataset (object
 /// storage like Hetzner's has no lifecycle rules to do it). An hour is deleted only once all of
@@ -18,7 +18,7 @@ pub(crate) struct Args {
     #[arg(long)]
     data: String,
     /// Keep this much, e.g. `30d`, `12h`, `90m`.
-    #[arg(long, value_parser = parse_age)]
+    #[arg(long, value_parser = parse_duration)]
     older_than: std::time::Duration,
     /// Print what would be deleted, delete nothing.
     #[arg(long)]
@@ -26,12 +26,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| Failure::Usage(format!("clock before 1970: {e}")))?;
-    let cutoff = now.saturating_sub(args.older_than);
-    let cutoff_us = i64::try_from(cutoff.as_micros())
-        .map_err(|_| Failure::Usage("cutoff out of range".into()))?;
+    let cutoff_us = firehose_core::units::unix_micros_ago(args.older_than);
     let runtime = runtime()?;
     let storage = open_storage(&args.data, &runtime)?;
     let verb = if args.dry_run {
@@ -69,7 +64,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         report.files,
         report.bytes,
         report.partitions,
-        cutoff.as_secs(),
+        cutoff_us / 1_000_000,
         report.kept
     );
     Ok(())

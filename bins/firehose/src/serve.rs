@@ -1,5 +1,6 @@
 //! `firehose serve`: the typed calls and read-only SQL over HTTP.
 
+use firehose_core::units::parse_duration;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use firehose_query::http::{self, ApiOptions, ApiToken, ServeOptions};
 use firehose_query::{Dataset, QueryOptions};
 
-use crate::query::{failure, parse_size, query_runtime};
-use crate::{Failure, parse_age};
+use crate::query::{failure, query_runtime};
+use crate::{Failure, parse_size};
 
 /// Serve the typed calls and read-only SQL over HTTP, answering JSON, CSV or Arrow IPC
 /// (`?format=json|ndjson|csv|arrow|parquet|table`, or the Accept header). Routes: `POST /sql`
@@ -33,18 +34,18 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 4)]
     max_concurrent: usize,
     /// Cancel a query after this long (answered 504).
-    #[arg(long, default_value = "30s", value_parser = parse_age)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
     /// Memory all running queries may use together (e.g. `2G`).
-    #[arg(long, default_value = "2G", value_parser = parse_size)]
+    #[arg(long, default_value = "2G", value_parser = parse_size::<usize>)]
     memory_limit: usize,
     /// Largest request body (SQL text), e.g. `64K`.
-    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    #[arg(long, default_value = "64K", value_parser = parse_size::<usize>)]
     max_body: usize,
     /// Give up on a client that has not sent a request's headers, or its body, within this
     /// long: the connection is closed (headers) or answered 408 (body). Without it, a client
     /// that sends half a request holds a connection forever.
-    #[arg(long, default_value = "10s", value_parser = parse_age)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     read_timeout: Duration,
     /// Most rows one answer may hold.
     #[arg(long, default_value_t = 1_000_000)]
@@ -52,24 +53,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
-    let token = match &args.token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::Usage(format!(
-                    "cannot read the token file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            Some(text)
-        }
-        None => std::env::var("FIREHOSE_API_TOKEN").ok(),
-    };
-    let token = match token {
-        Some(text) => Some(
-            ApiToken::new(&text).ok_or_else(|| Failure::Usage("the API token is empty".into()))?,
-        ),
-        None => None,
-    };
+    let token = ApiToken::load(args.token_file.as_deref()).map_err(failure)?;
     if token.is_none() && !args.addr.ip().is_loopback() {
         eprintln!(
             "firehose serve: warning: listening on {} without a token: anyone who reaches it can query",
@@ -110,28 +94,13 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             header_timeout: args.read_timeout,
             ..ServeOptions::default()
         };
-        http::serve(listener, app, serving, shutdown_signal()).await;
+        http::serve(
+            listener,
+            app,
+            serving,
+            firehose_telemetry::shutdown_signal(),
+        )
+        .await;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

@@ -24,6 +24,11 @@ pub struct LocationError {
     pub reason: &'static str,
 }
 
+/// The directory of a local dataset location; `None` for `s3://…`.
+pub fn local_path(location: &str) -> Option<&std::path::Path> {
+    (!location.starts_with("s3://")).then(|| std::path::Path::new(location))
+}
+
 /// `s3://bucket/prefix`, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Location {
@@ -98,6 +103,15 @@ impl Secret {
     /// The value, for the one place that must send it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Any text parses: flags and settings can hold a secret directly.
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret::new(value))
     }
 }
 

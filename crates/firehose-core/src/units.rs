@@ -87,6 +87,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         .ok_or_else(|| error(text, "is too long"))
 }
 
+/// The Unix time in microseconds `age` before now (the cutoff of "older than `age`"); 0 for
+/// an age reaching back before 1970.
+pub fn unix_micros_ago(age: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.saturating_sub(age).as_micros()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

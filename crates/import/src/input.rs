@@ -324,7 +324,7 @@ mod tests {
         );
         assert_eq!(names(&["-".to_owned()]), ["-"]);
         for missing in [format!("{d}/nope.json"), format!("{d}/*.parquet")] {
-            let err = expand(&[missing.clone()]).unwrap_err();
+            let err = expand(std::slice::from_ref(&missing)).unwrap_err();
             assert!(matches!(err, Error::NoInput(_)), "{missing}: {err}");
         }
         std::fs::create_dir_all(dir.join("empty")).unwrap();

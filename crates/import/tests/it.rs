@@ -1,6 +1,7 @@
 //! Imports of generated captures into local datasets: gzip (the JSONBench layout) and zstd
 //! inputs give the rows of the plain file, and the files are the same whatever the number of
 //! threads.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -54,6 +54,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod connection;
 mod log;
 
@@ -395,6 +397,25 @@ pub struct Sent {
     pub stalls: u64,
     /// Events a slow connection skipped because they had left the window.
     pub skipped: u64,
+}
+
+/// One progress line: what was published and sent, and the faults injected.
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events published, {} sent ({} bytes) over {} connections; faults: {} drops, {} stalls, {} malformed, {} duplicates, {} reordered",
+            self.published,
+            self.events,
+            self.bytes,
+            self.connections,
+            self.drops,
+            self.stalls,
+            self.malformed,
+            self.duplicates,
+            self.reordered,
+        )
+    }
 }
 
 #[derive(Debug, Default)]

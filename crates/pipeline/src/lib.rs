@@ -60,6 +60,8 @@
 //! died with the process. Jetstream's own duplicates (from the rewind on reconnect) are
 //! removed later, by compaction and by the query facade, using the event key.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod health;
 pub mod ingest;
 pub mod line;

@@ -61,6 +61,30 @@ impl ApiToken {
         let token = token.trim();
         (!token.is_empty()).then(|| ApiToken(token.to_owned()))
     }
+
+    /// The token in the file at `path` (a mounted secret) when there is one, else in the
+    /// variable `FIREHOSE_API_TOKEN`; `Ok(None)` when neither is set. An empty token is an
+    /// error: it would let anyone in.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Option<ApiToken>, Error> {
+        let text = match path {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|e| Error::InvalidArgument {
+                        what: "token file",
+                        reason: format!("cannot read {}: {e}", path.display()),
+                    })?,
+                )
+            }
+            None => std::env::var("FIREHOSE_API_TOKEN").ok(),
+        };
+        text.map(|text| {
+            ApiToken::new(&text).ok_or_else(|| Error::InvalidArgument {
+                what: "API token",
+                reason: "it is empty".into(),
+            })
+        })
+        .transpose()
+    }
 }
 
 impl fmt::Debug for ApiToken {
@@ -330,14 +354,11 @@ struct RangeParams {
 
 impl RangeParams {
     fn range(&self) -> Result<TimeRange, Error> {
-        match (&self.day, &self.from, &self.to) {
-            (Some(day), None, None) => TimeRange::parse_day(day),
-            (None, Some(from), Some(to)) => TimeRange::parse(from, to),
-            _ => Err(Error::InvalidArgument {
-                what: "time range",
-                reason: "give day=YYYY-MM-DD, or from= and to=".into(),
-            }),
-        }
+        TimeRange::from_parts(
+            self.day.as_deref(),
+            self.from.as_deref(),
+            self.to.as_deref(),
+        )
     }
 }
 

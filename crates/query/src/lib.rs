@@ -50,6 +50,8 @@
 //! # let _ = per_collection; Ok(()) }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod dataset;
 mod dedup;
 mod error;

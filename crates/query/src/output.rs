@@ -89,6 +89,22 @@ fn output_error(e: impl fmt::Display) -> Error {
     Error::Output(e.to_string())
 }
 
+/// Writes `rows` in `format` to the file at `path` (created or truncated), or to standard
+/// output when there is none.
+pub fn write_to(format: Format, rows: &Rows, path: Option<&std::path::Path>) -> Result<()> {
+    match path {
+        Some(path) => std::fs::File::create(path)
+            .map_err(|e| Error::Output(format!("{}: {e}", path.display())))
+            .and_then(|f| write(format, rows, std::io::BufWriter::new(f))),
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            write(format, rows, &mut out)?;
+            out.flush()
+                .map_err(|e| Error::Output(format!("standard output: {e}")))
+        }
+    }
+}
+
 /// Writes `rows` to `out` in `format`.
 pub fn write<W: Write + Send>(format: Format, rows: &Rows, mut out: W) -> Result<()> {
     match format {

@@ -66,6 +66,27 @@ impl TimeRange {
         TimeRange::new(parse_time(from)?, parse_time(to)?)
     }
 
+    /// A day, or a start and an end: the one way a range is given, as the CLI's `--day` or
+    /// `--from` and `--to`, and the HTTP API's `day=` or `from=` and `to=`.
+    ///
+    /// ```
+    /// use firehose_query::TimeRange;
+    /// let day = TimeRange::from_parts(Some("2026-11-20"), None, None).unwrap();
+    /// let same = TimeRange::from_parts(None, Some("2026-11-20"), Some("2026-11-21")).unwrap();
+    /// assert_eq!(day, same);
+    /// assert!(TimeRange::from_parts(Some("2026-11-20"), Some("2026-11-20"), None).is_err());
+    /// ```
+    pub fn from_parts(day: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<Self> {
+        match (day, from, to) {
+            (Some(day), None, None) => TimeRange::parse_day(day),
+            (None, Some(from), Some(to)) => TimeRange::parse(from, to),
+            _ => Err(Error::InvalidArgument {
+                what: "time range",
+                reason: "give a day (YYYY-MM-DD), or a start and an end".into(),
+            }),
+        }
+    }
+
     /// `time_us` in range, and the partition predicate that prunes the files of other hours.
     pub(crate) fn predicate(&self) -> Expr {
         col("time_us")

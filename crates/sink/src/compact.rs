@@ -121,10 +121,12 @@ pub struct PartitionCompacted {
     pub outputs: Vec<String>,
     /// Their bytes.
     pub bytes_out: u64,
+    /// How long it took.
+    pub elapsed: std::time::Duration,
 }
 
 /// What [`compact`] did across the dataset.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Compacted {
     /// Partitions compacted.
     pub partitions: usize,
@@ -198,6 +200,50 @@ pub enum Progress<'a> {
     },
     /// A partition is done (or, dry, would be compacted).
     Finished(&'a PartitionCompacted),
+}
+
+/// One line for people: what happened, or (dry) what would be compacted.
+impl std::fmt::Display for Progress<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Progress::Started {
+                partition,
+                index,
+                total,
+                files,
+                bytes,
+            } => write!(
+                f,
+                "[{index}/{total}] {partition}: {files} files, {bytes} bytes"
+            ),
+            Progress::Read {
+                partition,
+                read,
+                files,
+            } => write!(f, "  {partition}: read {read}/{files} files"),
+            Progress::Stored { path, rows, bytes } => {
+                write!(f, "  stored {path}: {rows} rows, {bytes} bytes")
+            }
+            Progress::Finished(done) if done.outputs.is_empty() && done.rows_in == 0 => write!(
+                f,
+                "{}: {} files, {} bytes",
+                done.partition, done.files_in, done.bytes_in
+            ),
+            Progress::Finished(done) => write!(
+                f,
+                "  {}: {} files into {}, {} rows into {} ({} duplicates), {} bytes into {}, {:.1} s",
+                done.partition,
+                done.files_in,
+                done.outputs.len(),
+                done.rows_in,
+                done.rows_out,
+                done.duplicates,
+                done.bytes_in,
+                done.bytes_out,
+                done.elapsed.as_secs_f64()
+            ),
+        }
+    }
 }
 
 /// Compacts every closed hour partition of the dataset: those whose hour ended at or before
@@ -279,7 +325,8 @@ pub async fn compact(
             files: files.len(),
             bytes,
         });
-        let done = if options.dry_run {
+        let started = std::time::Instant::now();
+        let mut done = if options.dry_run {
             PartitionCompacted {
                 partition: partition.clone(),
                 files_in: files.len(),
@@ -289,6 +336,7 @@ pub async fn compact(
         } else {
             compact_partition(storage, key, &files, options, &mut on_progress).await?
         };
+        done.elapsed = started.elapsed();
         on_progress(Progress::Finished(&done));
         report.add(&done);
     }

@@ -99,7 +99,7 @@ pub use writer::{BatchName, Committed, Writer};
 /// # let _ = files; Ok(()) }
 /// ```
 pub async fn open(location: &str) -> Result<std::sync::Arc<dyn Storage>> {
-    if location.starts_with("s3://") {
+    let Some(dir) = firehose_core::location::local_path(location) else {
         #[cfg(feature = "s3")]
         {
             let config = s3::S3Config::from_url(location)?;
@@ -109,8 +109,8 @@ pub async fn open(location: &str) -> Result<std::sync::Arc<dyn Storage>> {
         return Err(Error::Config(format!(
             "{location}: this build has no S3 support (the `s3` feature of firehose-sink)"
         )));
-    }
-    Ok(std::sync::Arc::new(LocalStorage::new(location)))
+    };
+    Ok(std::sync::Arc::new(LocalStorage::new(dir)))
 }
 
 /// Errors of the sink.

@@ -610,6 +610,20 @@ impl Iterator for Generator {
     }
 }
 
+/// Writes `n` events of `config` to `out`, one JSON object a line: a capture as Jetstream
+/// would have sent it.
+pub fn write_json_lines(
+    config: Config,
+    n: u64,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    for event in Generator::new(config).take(usize::try_from(n).unwrap_or(usize::MAX)) {
+        serde_json::to_writer(&mut *out, &event).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
 /// `n` events of the default mix from `seed`, as JSON lines (no newlines): a ready corpus for
 /// benchmarks and tests.
 pub fn json_corpus(seed: u64, n: usize) -> Vec<String> {

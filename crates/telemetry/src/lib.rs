@@ -156,6 +156,28 @@ impl Health {
         }
     }
 
+    /// A status whose details are the fields of `report` (a struct that serializes to a JSON
+    /// object; its own `status` and `reasons`, if any, give way to these).
+    pub fn with_details(
+        healthy: bool,
+        reasons: Vec<String>,
+        report: &impl serde::Serialize,
+    ) -> Self {
+        let details = match serde_json::to_value(report) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("status");
+                map.remove("reasons");
+                map
+            }
+            _ => serde_json::Map::new(),
+        };
+        Health {
+            healthy,
+            reasons,
+            details,
+        }
+    }
+
     /// The JSON answer: `{"status": "ok"|"unhealthy", "reasons": [...], ...details}`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut body = self.details.clone();
@@ -332,6 +354,56 @@ pub fn http_get(
     let mut response = Vec::new();
     stream.take(1 << 20).read_to_end(&mut response)?;
     Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// What a process's `/health` answered: [`probe_health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthAnswer {
+    /// The HTTP status (200 when healthy).
+    pub status: u16,
+    /// The body: the JSON of [`Health`], trimmed.
+    pub body: String,
+}
+
+/// Asks the process serving `/health` at `addr` how it is (container health checks; the
+/// runtime image has no curl). An unspecified host (`0.0.0.0`, `[::]`) is asked on loopback.
+pub fn probe_health(
+    mut addr: SocketAddr,
+    timeout: std::time::Duration,
+) -> std::io::Result<HealthAnswer> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    let response = http_get(addr, "/health", timeout)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:.80}")))?;
+    Ok(HealthAnswer {
+        status,
+        body: body.trim().to_owned(),
+    })
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM: the shutdown signal of a long-running
+/// process. Where SIGTERM cannot be watched, on Ctrl-C alone.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// How log lines look.

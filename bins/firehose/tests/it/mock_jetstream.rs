@@ -109,12 +109,13 @@ fn serves_the_generated_events_with_faults_and_stops_on_sigterm() {
     let (code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("events published"), "progress: {stderr}");
-    // The last line: "stopped after sending N events over C connections (D dropped)".
+    // The last line: "mock-jetstream: stopped; P events published, S sent (B bytes) over C
+    // connections; faults: ...".
     let last = stderr.lines().last().unwrap();
     let words: Vec<&str> = last.split_whitespace().collect();
-    assert!(last.contains("stopped after sending"), "{stderr}");
-    let sent: usize = words[4].parse().unwrap();
-    let connections: usize = words[7].parse().unwrap();
+    assert!(last.starts_with("mock-jetstream: stopped; "), "{stderr}");
+    let sent: usize = words[5].parse().unwrap();
+    let connections: usize = words[10].parse().unwrap();
     assert!(
         connections >= 2,
         "the drops made the client reconnect: {last}"

@@ -5,18 +5,34 @@
 //! flag, so clap's own order applies: a flag beats its environment variable, which beats the
 //! file. One file can serve `ingest` and `write` alike; a key no subcommand knows is an error
 //! that names it.
+//!
+//! ```
+//! use clap::{CommandFactory, FromArgMatches, Parser};
+//! use firehose_pipeline::cli::{WriterArgs, settings_file};
+//!
+//! #[derive(Parser)]
+//! enum Cli {
+//!     Write(WriterArgs),
+//! }
+//! let path = std::env::temp_dir().join(format!("firehose-settings-doc-{}.toml", std::process::id()));
+//! std::fs::write(&path, "out = \"/srv/archive\"\nmax_file_age = \"10m\"\n").unwrap();
+//! let command = settings_file::apply(Cli::command(), &path).unwrap();
+//! let matches = command.get_matches_from(["app", "write"]);
+//! let Cli::Write(args) = Cli::from_arg_matches(&matches).unwrap();
+//! assert_eq!(args.out, "/srv/archive");
+//! assert_eq!(args.max_file_age.as_secs(), 600);
+//! # std::fs::remove_file(&path).unwrap();
+//! ```
 
 use std::path::Path;
 
 use clap::Command;
 
-use crate::Failure;
-
 /// Applies the settings in the file at `path` to `command`'s subcommands.
-pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failure> {
+pub fn apply(mut command: Command, path: &Path) -> Result<Command, SettingsError> {
     let name = path.display();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Usage(format!("cannot read the config file {name}: {e}")))?;
+        .map_err(|e| SettingsError(format!("cannot read the config file {name}: {e}")))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         // The parser's own message quotes the line, which may hold a secret (a Redis URL
         // with its password): say where, not what.
@@ -26,7 +42,7 @@ pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failur
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!(" at line {line}, column {column}")
         });
-        Failure::Usage(format!(
+        SettingsError(format!(
             "config file {name}: {}{at}",
             e.message().trim_end()
         ))
@@ -34,7 +50,7 @@ pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failur
     for (key, value) in &table {
         let flag = key.replace('_', "-");
         let values = values(value).ok_or_else(|| {
-            Failure::Usage(format!(
+            SettingsError(format!(
                 "config file {name}: {key} must be a string, number, boolean or a list of them"
             ))
         })?;
@@ -65,7 +81,7 @@ pub(crate) fn apply(mut command: Command, path: &Path) -> Result<Command, Failur
             });
         }
         if !known || key == "config" {
-            return Err(Failure::Usage(format!(
+            return Err(SettingsError(format!(
                 "config file {name}: unknown setting {key:?} (settings are named like the flags, e.g. out, jetstream-url, metrics-addr)"
             )));
         }
@@ -90,3 +106,9 @@ fn scalar(value: &toml::Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// A settings file that cannot be used: unreadable, not TOML, or a key no flag has. The
+/// message says where, never the value (it may be a secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
