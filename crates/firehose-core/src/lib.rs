@@ -51,6 +51,7 @@ mod batch;
 mod de;
 mod error;
 mod event;
+pub mod key;
 pub mod layout;
 pub mod location;
 pub mod record;

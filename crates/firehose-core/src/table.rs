@@ -67,7 +67,23 @@ impl Table {
         self as usize
     }
 
-    /// The typed table of a collection, or [`Table::Records`].
+    /// The collection whose records the table holds, for the tables of one collection
+    /// (`Records`, `Identity` and `Account` have none).
+    pub fn collection(self) -> Option<&'static str> {
+        Some(match self {
+            Table::Posts => nsid::POST,
+            Table::Likes => nsid::LIKE,
+            Table::Reposts => nsid::REPOST,
+            Table::Follows => nsid::FOLLOW,
+            Table::Blocks => nsid::BLOCK,
+            Table::ListItems => nsid::LISTITEM,
+            Table::Profiles => nsid::PROFILE,
+            _ => return None,
+        })
+    }
+
+    /// The table that stores records of `collection`: its own table for the collections with a
+    /// typed shape, `Records` for every other.
     pub fn for_collection(collection: &str) -> Table {
         match collection {
             nsid::POST => Table::Posts,

@@ -112,16 +112,16 @@ impl MockArgs {
         let zstd_dictionary = match &args.zstd_dictionary {
             Some(path) => Some(
                 std::fs::read(path)
-                    .map_err(|source| Error::Replay {
-                        path: path.clone(),
-                        source,
-                    })
+                    .map_err(|e| e.to_string())
                     .and_then(|bytes| match bytes.is_empty() {
-                        true => Err(Error::InvalidConfig(format!(
-                            "the zstd dictionary {} is empty",
-                            path.display()
-                        ))),
+                        true => Err("the file is empty".to_owned()),
                         false => Ok(bytes),
+                    })
+                    .map_err(|e| {
+                        Error::InvalidConfig(format!(
+                            "cannot read the zstd dictionary {}: {e}",
+                            path.display()
+                        ))
                     })?,
             ),
             None => None,

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::health::{SourceLimits, SourceWatch};
 use crate::line::encode_dead_letter;
+use crate::replay::ReplayFilter;
 use crate::{Error, Result};
 
 /// How the ingest loop batches.
@@ -43,6 +44,8 @@ pub struct IngestStatus {
     pub received: AtomicU64,
     /// Messages appended to the buffer.
     pub appended: AtomicU64,
+    /// Events dropped because they had been passed on before (replays).
+    pub replays_dropped: AtomicU64,
     /// `time_us` of the newest event received (0: none yet).
     pub newest_time_us: AtomicI64,
     /// When the last message arrived, Unix milliseconds (0: none yet).
@@ -54,6 +57,8 @@ pub struct IngestStatus {
 pub struct IngestReport {
     /// Messages appended to the buffer.
     pub appended: u64,
+    /// Events dropped because they had been passed on before (Jetstream's replays).
+    pub replays_dropped: u64,
     /// Messages received but not appended because the loop stopped first (they are after the
     /// checkpoint, so they come back from Jetstream on restart).
     pub dropped_at_shutdown: u64,
@@ -68,6 +73,7 @@ pub struct IngestLoop {
     buffer: Arc<dyn Buffer>,
     config: IngestConfig,
     status: Arc<IngestStatus>,
+    replay: Option<ReplayFilter>,
 }
 
 #[derive(Debug, Default)]
@@ -85,7 +91,15 @@ impl IngestLoop {
             buffer,
             config,
             status: Arc::default(),
+            replay: None,
         }
+    }
+
+    /// Drops events whose key `filter` holds (replays) instead of appending them, and adds
+    /// the key of every event appended.
+    pub fn with_replay_filter(mut self, filter: ReplayFilter) -> Self {
+        self.replay = Some(filter);
+        self
     }
 
     /// The figures the loop updates as it runs.
@@ -165,16 +179,27 @@ impl IngestLoop {
                 Err(_) => report.dropped_at_shutdown += count,
             }
         }
+        report.replays_dropped = self.status.replays_dropped.load(Ordering::Relaxed);
         Ok(report)
     }
 
-    fn receive(&self, pending: &mut Pending, message: Message) {
+    fn receive(&mut self, pending: &mut Pending, message: Message) {
         let now_ms = crate::unix_us() / 1000;
         self.status.received.fetch_add(1, Ordering::Relaxed);
         self.status.last_message_ms.store(now_ms, Ordering::Relaxed);
         pending.since.get_or_insert_with(Instant::now);
         match message {
             Message::Event { json, time_us } => {
+                if let Some(filter) = &mut self.replay
+                    && !filter.admit(&json)
+                {
+                    self.status.replays_dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("firehose_replays_dropped_total").increment(1);
+                    if pending.lines.is_empty() {
+                        pending.since = None;
+                    }
+                    return;
+                }
                 if pending.lines.is_empty() || time_us < pending.oldest_us {
                     pending.oldest_us = time_us;
                 }

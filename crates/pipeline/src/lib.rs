@@ -66,6 +66,7 @@ pub mod health;
 pub mod ingest;
 pub mod line;
 mod pipeline;
+pub mod replay;
 pub mod state;
 pub mod write;
 
@@ -145,6 +146,10 @@ pub fn describe_metrics() {
         (
             "firehose_events_received_total",
             "Events received from the source.",
+        ),
+        (
+            "firehose_replays_dropped_total",
+            "Events dropped before the buffer because their key was passed on before (Jetstream's replays after a reconnect or restart).",
         ),
         ("firehose_writer_batches_total", "Batches stored."),
         ("firehose_writer_bytes_total", "Parquet bytes stored."),

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::health::{HealthHandle, SourceLimits};
 use crate::ingest::{IngestConfig, IngestLoop, IngestReport};
+use crate::replay::ReplayFilter;
 use crate::state::{DatasetState, StateStore, TableState};
 use crate::write::{WriteLoop, WriterConfig, WriterReport};
 use crate::{Error, Result};
@@ -93,6 +94,7 @@ pub struct PipelineBuilder {
     parquet: ParquetOptions,
     consumer: String,
     ingest: IngestConfig,
+    replay_window: Duration,
 }
 
 /// One running pipeline: its source, buffer and writer, with the resume from the checkpoint,
@@ -271,7 +273,16 @@ impl PipelineBuilder {
             parquet: ParquetOptions::default(),
             consumer: "writer".into(),
             ingest: IngestConfig::default(),
+            replay_window: crate::replay::DEFAULT_WINDOW,
         }
+    }
+
+    /// How far behind the newest event the keys of passed-on events are kept, to drop
+    /// Jetstream's replays before the buffer (default 10 minutes; zero turns it off). See
+    /// [`crate::replay`].
+    pub fn with_replay_window(mut self, window: Duration) -> Self {
+        self.replay_window = window;
+        self
     }
 
     /// Where to start reading Jetstream (Unix microseconds) when there is no checkpoint yet;
@@ -352,13 +363,19 @@ impl PipelineBuilder {
                         .build(),
                 );
                 let source = open_source(jetstream, &**state, self.start_cursor).await?;
+                let replay = self
+                    .replay_filter(Some((storage.as_ref(), jetstream, &**state)))
+                    .await?;
                 let writer = WriteLoop::new(
                     buffer.clone(),
                     storage.clone(),
                     state.clone(),
                     writer_config("run".into(), true),
                 );
-                let ingest = IngestLoop::new(source, buffer.clone(), self.ingest.clone());
+                let mut ingest = IngestLoop::new(source, buffer.clone(), self.ingest.clone());
+                if let Some(filter) = replay {
+                    ingest = ingest.with_replay_filter(filter);
+                }
                 let watch = ingest.watch(limits(jetstream));
                 Ok(Pipeline {
                     health: HealthHandle::new(buffer, Some(watch), Some(writer.status())),
@@ -371,7 +388,11 @@ impl PipelineBuilder {
                 ref shared,
             } => {
                 let source = open_source(jetstream, &*shared.state, self.start_cursor).await?;
-                let ingest = IngestLoop::new(source, shared.buffer.clone(), self.ingest.clone());
+                let mut ingest =
+                    IngestLoop::new(source, shared.buffer.clone(), self.ingest.clone());
+                if let Some(filter) = self.replay_filter(None).await? {
+                    ingest = ingest.with_replay_filter(filter);
+                }
                 let watch = ingest.watch(limits(jetstream));
                 Ok(Pipeline {
                     health: HealthHandle::new(shared.buffer.clone(), Some(watch), None),
@@ -396,6 +417,39 @@ impl PipelineBuilder {
                 })
             }
         }
+    }
+}
+
+impl PipelineBuilder {
+    /// The replay filter, unless the window is zero; seeded, when the dataset is at hand, with
+    /// the keys stored from the resume point (the checkpoint less the rewind) on.
+    async fn replay_filter(
+        &self,
+        stored: Option<(&dyn Storage, &firehose_jetstream::Config, &dyn StateStore)>,
+    ) -> Result<Option<ReplayFilter>> {
+        if self.replay_window.is_zero() {
+            return Ok(None);
+        }
+        let mut filter = ReplayFilter::new(self.replay_window, crate::replay::DEFAULT_MAX_KEYS);
+        if let Some((storage, jetstream, state)) = stored
+            && let Some(checkpoint) = state.checkpoint().await?
+        {
+            let rewind = i64::try_from(jetstream.rewind.as_micros()).unwrap_or(i64::MAX);
+            let since = checkpoint.saturating_sub(rewind);
+            let keys = firehose_sink::stored_keys(storage, since, crate::unix_us())
+                .await
+                .map_err(|source| Error::Sink {
+                    op: "read the stored keys",
+                    source,
+                })?;
+            info!(
+                keys = keys.len(),
+                since_us = since,
+                "Read the keys stored since the resume point, to drop their replays."
+            );
+            filter.seed(keys);
+        }
+        Ok(Some(filter))
     }
 }
 

@@ -68,6 +68,7 @@
 
 pub mod compact;
 mod encode;
+pub mod keys;
 mod local;
 mod retention;
 mod rolling;
@@ -78,6 +79,7 @@ mod writer;
 
 pub use compact::{CompactOptions, Compacted, PartitionCompacted, Progress, compact};
 pub use encode::{Compression, ParquetOptions, encode};
+pub use keys::stored_keys;
 pub use local::LocalStorage;
 pub use retention::{Retained, partition_of, retain};
 pub use rolling::{
@@ -165,6 +167,14 @@ pub enum Error {
     /// A setting is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A stored file could not be read back.
+    #[error("reading {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Compaction could not merge a partition's files (an unreadable input, a column of
     /// another type).
     #[error("compacting {partition}: {reason}")]

@@ -3,6 +3,8 @@
 //! tests print NOT RUN, and fail when `FIREHOSE_REQUIRE_SERVERS=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
+mod replay;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

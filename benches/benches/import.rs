@@ -1,0 +1,132 @@
+//! `firehose import`'s scaling with threads: the same generated capture imported into a local
+//! dataset with 1 thread, then with 2, as `firehose_import::import` runs it (a reader thread
+//! cutting units of 80,000 lines, worker threads decoding, building Arrow, encoding Parquet
+//! and storing files).
+//!
+//! `cargo bench -p firehose-benches --bench import [-- EVENTS [ROUNDS [THREADS…]]]` (1,000,000
+//! events, 3 rounds, 1 and 2 threads by default) prints for each thread count the wall time,
+//! events per second, CPU seconds, events per CPU-second and the peak RSS of the round (the
+//! peak is reset before each round through `/proc/self/clear_refs`), each the median of the
+//! rounds; then each rate as a multiple of the first.
+#![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
+
+use std::time::{Duration, Instant};
+
+use firehose_import::{ImportOptions, Input, import};
+use firehose_sink::LocalStorage;
+use firehose_synth::Config;
+
+/// The allocator the `firehose` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// CPU time (user + system) of the whole process, from `/proc/self/stat` (clock ticks of
+/// 10 ms).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("a number of ticks"))
+        .collect();
+    Duration::from_millis(10 * (fields[0] + fields[1]))
+}
+
+/// The peak resident set since the last reset, in MB (`VmHWM`).
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in kB");
+    kb / 1024.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let events: u64 = args
+        .first()
+        .map_or(1_000_000, |a| a.parse().expect("EVENTS"));
+    let rounds: usize = args.get(1).map_or(3, |a| a.parse().expect("ROUNDS"));
+    let threads: Vec<usize> = match args.get(2..) {
+        Some(list) if !list.is_empty() => {
+            list.iter().map(|a| a.parse().expect("THREADS")).collect()
+        }
+        _ => vec![1, 2],
+    };
+    let dir = std::env::temp_dir().join(format!("firehose-bench-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let capture = dir.join("capture.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&capture).expect("capture"));
+    firehose_synth::write_json_lines(
+        Config {
+            seed: 5,
+            ..Config::default()
+        },
+        events,
+        &mut out,
+    )
+    .expect("write the capture");
+    drop(out);
+    let size = std::fs::metadata(&capture).expect("capture").len();
+    println!(
+        "{events} events, {:.0} MB of JSON; {rounds} rounds; {} cores",
+        size as f64 / 1e6,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("threads  wall s  events/s   CPU s  events/CPU-s  peak RSS MB  RSS MB/thread");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let inputs = [Input::File(capture.clone())];
+    let mut rates = Vec::new();
+    for &n in &threads {
+        let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let out = dir.join(format!("out-{n}-{round}"));
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let (cpu0, started) = (process_cpu(), Instant::now());
+            let options = ImportOptions {
+                threads: n,
+                ..ImportOptions::default()
+            };
+            let storage = std::sync::Arc::new(LocalStorage::new(&out));
+            let summary = runtime
+                .block_on(import(&inputs, storage, &options, |_| {}))
+                .expect("import");
+            assert_eq!(summary.events, events);
+            wall.push(started.elapsed().as_secs_f64());
+            cpu.push((process_cpu() - cpu0).as_secs_f64());
+            rss.push(peak_rss_mb());
+            std::fs::remove_dir_all(&out).expect("clean up");
+        }
+        let (wall, cpu, rss) = (median(wall), median(cpu), median(rss));
+        let rate = events as f64 / wall;
+        rates.push(rate);
+        println!(
+            "{n:>7}  {wall:>6.2}  {rate:>8.0}  {cpu:>6.2}  {:>12.0}  {rss:>11.0}  {:>13.0}",
+            events as f64 / cpu,
+            rss / n as f64
+        );
+    }
+    for (n, rate) in threads.iter().zip(&rates).skip(1) {
+        println!(
+            "{n} threads: {:.2}× the rate of {}",
+            rate / rates[0],
+            threads[0]
+        );
+    }
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
