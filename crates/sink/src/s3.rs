@@ -135,7 +135,12 @@ impl S3Storage {
                 "part size must be at least {MIN_PART_SIZE} bytes"
             )));
         }
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
         if let Some(endpoint) = &config.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
