@@ -57,6 +57,10 @@ pub(crate) struct IngestArgs {
     redis: RedisArgs,
     #[command(flatten)]
     service: ServiceArgs,
+    /// The dataset the writers write (their `--out`): ingest then resumes from its checkpoint
+    /// when Redis lost its own, and drops the replays of what it holds.
+    #[arg(long, short = 'o', env = "FIREHOSE_OUT")]
+    out: Option<String>,
 }
 
 /// Write a Redis stream to Parquet (the second half of the server deployment). Several writers
@@ -91,7 +95,10 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
 pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
     start(args.service.log_json, |shutdown, telemetry| async move {
         let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
-        let builder = Pipeline::ingest(jetstream_config(&args.source)?, shared);
+        let mut builder = Pipeline::ingest(jetstream_config(&args.source)?, shared);
+        if let Some(out) = &args.out {
+            builder = builder.with_dataset(open_storage_async(out).await?);
+        }
         let pipeline = build(args.source.apply(builder)).await?;
         let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
         info!(metrics = %serving, "Reading Jetstream into Redis.");
@@ -104,7 +111,10 @@ pub(crate) fn write(args: WriteArgs) -> Result<(), Failure> {
         let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
         let storage = open_storage_async(&args.writer.out).await?;
         watch_local_disk(&telemetry, &args.writer.out);
-        let consumer = args.consumer.clone().unwrap_or_else(host_name);
+        let consumer = args
+            .consumer
+            .clone()
+            .unwrap_or_else(firehose_pipeline::host_consumer_name);
         let builder = Pipeline::write(shared, storage).with_consumer(consumer.clone());
         let pipeline = build(args.writer.apply(builder)).await?;
         let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
@@ -180,14 +190,6 @@ fn watch_local_disk(telemetry: &Telemetry, out: &str) {
     if let Some(dir) = local_path(out) {
         telemetry.watch_disk(dir);
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "writer".into())
 }
 
 /// Serves `/metrics` and the pipeline's `/health` until the process ends.

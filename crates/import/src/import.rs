@@ -102,11 +102,10 @@ struct Job {
 ///   copies.
 /// - **Bad lines** are skipped and counted; the first [`ImportOptions::keep_errors`] are kept
 ///   with their input and line number.
-/// - **Memory** is bounded by the units in flight: at most `2 × threads + 1` units of raw
-///   lines (one being read, one queued per thread, one per thread at work), plus per thread
-///   the decoded events, Arrow columns and Parquet bytes of one unit, about three times its
-///   raw size. With the default 80,000 lines of about 500 bytes, that is roughly 40 MB a unit
-///   and 160 MB a thread.
+/// - **Memory** is bounded by the units in flight: `threads + 1` units of raw lines (one per
+///   thread at work, and the one the reader holds until a thread takes it: the hand-over has
+///   no queue), plus per thread the decoded events, Arrow columns and Parquet bytes of one
+///   unit. The README gives the peak RSS measured per thread count.
 /// - **Failure.** A read or write error stops the import: no new unit starts, the units at
 ///   work finish, and the first error is returned. What was written is complete files.
 ///
@@ -133,12 +132,13 @@ pub async fn import(
         }),
         failed: Mutex::new(None),
         stop: AtomicBool::new(false),
+        spare: Mutex::new(Vec::new()),
         bytes_read: Arc::new(AtomicU64::new(0)),
         bytes_total: inputs.iter().map(Input::size).sum(),
         started: Instant::now(),
         progress: Box::new(progress),
     });
-    let (send, receive) = sync_channel::<Job>(options.threads);
+    let (send, receive) = sync_channel::<Job>(0);
     let receive = Arc::new(Mutex::new(receive));
     let runtime = tokio::runtime::Handle::current();
     let mut tasks = Vec::with_capacity(options.threads + 1);
@@ -177,6 +177,8 @@ struct Shared {
     /// The first error; later ones are consequences of the stop.
     failed: Mutex<Option<Error>>,
     stop: AtomicBool,
+    /// Chunks written, for the reader to fill again.
+    spare: Mutex<Vec<Chunk>>,
     bytes_read: Arc<AtomicU64>,
     bytes_total: Option<u64>,
     started: Instant,
@@ -208,7 +210,12 @@ impl Shared {
                 if self.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let chunk = match Chunk::read(&mut reader, batch_lines) {
+                let spare = self
+                    .spare
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop();
+                let chunk = match spare.unwrap_or_default().refill(&mut reader, batch_lines) {
                     Ok(Some(chunk)) => chunk,
                     Ok(None) => break,
                     Err(source) => {
@@ -290,6 +297,11 @@ impl Shared {
                 source,
             })?;
         unit.events = events.len() as u64;
+        drop(events);
+        self.spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(job.chunk);
         unit.files = committed.files.len() as u64;
         unit.bytes_out = committed.bytes();
         for file in &committed.files {

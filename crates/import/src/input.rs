@@ -221,15 +221,28 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     /// Reads up to `max` lines from `input` into a new chunk; `None` at the end.
+    #[cfg(test)]
     pub(crate) fn read(input: &mut dyn BufRead, max: usize) -> io::Result<Option<Chunk>> {
-        let mut chunk = Chunk::default();
+        Chunk::default().refill(input, max)
+    }
+
+    /// Reads up to `max` lines from `input` into this chunk's buffers (emptied first, their
+    /// capacity kept: a recycled chunk costs no new pages); `None` at the end.
+    pub(crate) fn refill(
+        mut self,
+        input: &mut dyn BufRead,
+        max: usize,
+    ) -> io::Result<Option<Chunk>> {
+        let chunk = &mut self;
+        chunk.data.clear();
+        chunk.ends.clear();
         while chunk.ends.len() < max {
             if input.read_until(b'\n', &mut chunk.data)? == 0 {
                 break;
             }
             chunk.ends.push(chunk.data.len());
         }
-        Ok((!chunk.ends.is_empty()).then_some(chunk))
+        Ok((!self.ends.is_empty()).then_some(self))
     }
 
     /// How many lines.

@@ -73,9 +73,9 @@ pub mod write;
 pub use health::{Health, HealthHandle};
 pub use pipeline::{
     CLAIM_MARGIN, DEFAULT_MAX_EVENT_SILENCE, DEFAULT_MEMORY_BUFFER_BYTES, Pipeline,
-    PipelineBuilder, PipelineReport, SharedBuffer,
+    PipelineBuilder, PipelineReport, SharedBuffer, host_consumer_name,
 };
-pub use state::{DatasetState, JournaledBatch, StateStore};
+pub use state::{DatasetState, JournaledBatch, MirroredState, StateStore};
 pub use write::{WriteLoop, WriterConfig, WriterReport, WriterStatus};
 
 // What a caller needs to build a pipeline, so that it can depend on this crate alone.

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::health::{HealthHandle, SourceLimits};
 use crate::ingest::{IngestConfig, IngestLoop, IngestReport};
 use crate::replay::ReplayFilter;
-use crate::state::{DatasetState, StateStore, TableState};
+use crate::state::{DatasetState, MirroredState, StateStore, TableState};
 use crate::write::{WriteLoop, WriterConfig, WriterReport};
 use crate::{Error, Result};
 
@@ -75,6 +75,8 @@ enum Shape {
     Ingest {
         jetstream: firehose_jetstream::Config,
         shared: SharedBuffer,
+        /// The dataset the writers write, when known: its checkpoint and stored keys.
+        dataset: Option<Arc<dyn Storage>>,
     },
     /// Shared buffer → storage.
     Write {
@@ -95,6 +97,7 @@ pub struct PipelineBuilder {
     consumer: String,
     ingest: IngestConfig,
     replay_window: Duration,
+    start_live: bool,
 }
 
 /// One running pipeline: its source, buffer and writer, with the resume from the checkpoint,
@@ -154,7 +157,11 @@ impl Pipeline {
     /// Jetstream into a shared buffer (`firehose ingest`), resuming from the checkpoint the
     /// writers keep beside it.
     pub fn ingest(jetstream: firehose_jetstream::Config, shared: SharedBuffer) -> PipelineBuilder {
-        PipelineBuilder::new(Shape::Ingest { jetstream, shared })
+        PipelineBuilder::new(Shape::Ingest {
+            jetstream,
+            shared,
+            dataset: None,
+        })
     }
 
     /// A shared buffer into `storage` (`firehose write`). Several writers may share one
@@ -274,6 +281,7 @@ impl PipelineBuilder {
             consumer: "writer".into(),
             ingest: IngestConfig::default(),
             replay_window: crate::replay::DEFAULT_WINDOW,
+            start_live: false,
         }
     }
 
@@ -324,6 +332,25 @@ impl PipelineBuilder {
     /// stable across restarts, so a restarted writer gets its own entries back at once.
     pub fn with_consumer(mut self, consumer: impl Into<String>) -> Self {
         self.consumer = consumer.into();
+        self
+    }
+
+    /// The dataset the writers write ([`Pipeline::ingest`] only). With it, ingest resumes from
+    /// the newer of the buffer's checkpoint and the dataset's (which the writers keep too), so
+    /// a buffer that lost its data does not make it start live; it refuses to start live over
+    /// a dataset that holds data but no checkpoint unless [`with_start_live`](Self::with_start_live)
+    /// says so; and it drops the replays of what the dataset already holds.
+    pub fn with_dataset(mut self, storage: Arc<dyn Storage>) -> Self {
+        if let Shape::Ingest { dataset, .. } = &mut self.shape {
+            *dataset = Some(storage);
+        }
+        self
+    }
+
+    /// Start live even when no checkpoint is found but the dataset holds data (accepting a
+    /// gap from the last stored event to now).
+    pub fn with_start_live(mut self, start_live: bool) -> Self {
+        self.start_live = start_live;
         self
     }
 
@@ -386,11 +413,29 @@ impl PipelineBuilder {
             Shape::Ingest {
                 ref jetstream,
                 ref shared,
+                ref dataset,
             } => {
-                let source = open_source(jetstream, &*shared.state, self.start_cursor).await?;
+                let (source, filter) = match dataset {
+                    Some(storage) => {
+                        let state = MirroredState::new(
+                            shared.state.clone(),
+                            DatasetState::new(storage.clone()),
+                        );
+                        self.check_resume(&state, storage.as_ref()).await?;
+                        let source = open_source(jetstream, &state, self.start_cursor).await?;
+                        let filter = self
+                            .replay_filter(Some((storage.as_ref(), jetstream, &state)))
+                            .await?;
+                        (source, filter)
+                    }
+                    None => (
+                        open_source(jetstream, &*shared.state, self.start_cursor).await?,
+                        self.replay_filter(None).await?,
+                    ),
+                };
                 let mut ingest =
                     IngestLoop::new(source, shared.buffer.clone(), self.ingest.clone());
-                if let Some(filter) = self.replay_filter(None).await? {
+                if let Some(filter) = filter {
                     ingest = ingest.with_replay_filter(filter);
                 }
                 let watch = ingest.watch(limits(jetstream));
@@ -404,10 +449,16 @@ impl PipelineBuilder {
                 ref shared,
                 ref storage,
             } => {
+                // The checkpoint is kept beside the dataset too, for an ingest that finds the
+                // buffer's table empty.
+                let state = Arc::new(MirroredState::new(
+                    shared.state.clone(),
+                    DatasetState::new(storage.clone()),
+                ));
                 let writer = WriteLoop::new(
                     shared.buffer.clone(),
                     storage.clone(),
-                    shared.state.clone(),
+                    state,
                     writer_config(self.consumer.clone(), false),
                 );
                 Ok(Pipeline {
@@ -421,6 +472,40 @@ impl PipelineBuilder {
 }
 
 impl PipelineBuilder {
+    /// Says which checkpoint ingest resumes from, and refuses to start live over a dataset that
+    /// holds data when neither the buffer nor the dataset has a checkpoint (a gap nobody would
+    /// see), unless a start cursor is given or starting live is allowed.
+    async fn check_resume(&self, state: &MirroredState, dataset: &dyn Storage) -> Result<()> {
+        match state.checkpoints().await? {
+            (Some(table), dataset) if dataset.is_none_or(|d| d <= table) => {
+                info!(cursor = table, "Resuming from the buffer's checkpoint.");
+            }
+            (table, Some(dataset)) => warn!(
+                cursor = dataset,
+                buffer = ?table,
+                "The dataset's checkpoint is newer than the buffer's (did the buffer lose its data?): resuming from the dataset's."
+            ),
+            // Neither has a checkpoint.
+            _ if self.start_cursor.is_some() || self.start_live => {}
+            _ => {
+                let stored = dataset.list("").await.map_err(|source| Error::Sink {
+                    op: "look for data in the dataset",
+                    source,
+                })?;
+                if let Some(file) = stored.iter().find(|f| f.path.ends_with(".parquet")) {
+                    return Err(Error::State {
+                        op: "resume",
+                        message: format!(
+                            "no checkpoint in the buffer or the dataset, but the dataset holds data ({}): starting live would leave a gap; give a start cursor (--start-cursor, Unix microseconds) or allow it (--start-live)",
+                            file.path
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The replay filter, unless the window is zero; seeded, when the dataset is at hand, with
     /// the keys stored from the resume point (the checkpoint less the rewind) on.
     async fn replay_filter(
@@ -451,6 +536,16 @@ impl PipelineBuilder {
         }
         Ok(Some(filter))
     }
+}
+
+/// A writer's consumer name that stays the same across restarts of the same machine or
+/// container: its host name (`/etc/hostname`), else `writer`.
+pub fn host_consumer_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "writer".into())
 }
 
 /// The source, resuming from the checkpoint when there is one, else from `start_cursor`.

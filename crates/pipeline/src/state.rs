@@ -234,3 +234,61 @@ impl StateStore for TableState {
         Ok(batches)
     }
 }
+
+/// The state of a shared buffer's side table, with the checkpoint also kept beside the dataset
+/// (`_firehose/checkpoint.json`): should the table lose its data (Redis started empty on a
+/// volume that did not mount, a `FLUSHALL`, a new server), the dataset still says where the
+/// archive stands, and `ingest` resumes from there instead of starting live. The table's
+/// checkpoint leads; the dataset's follows it after every raise (several writers may write it
+/// in turn, which can only leave it lower, never past what is stored).
+#[derive(Debug, Clone)]
+pub struct MirroredState {
+    table: Arc<dyn StateStore>,
+    dataset: DatasetState,
+}
+
+impl MirroredState {
+    /// The state of `table`, its checkpoint mirrored in `dataset`.
+    pub fn new(table: Arc<dyn StateStore>, dataset: DatasetState) -> Self {
+        MirroredState { table, dataset }
+    }
+
+    /// The checkpoints of the table and of the dataset, each if there is one.
+    pub async fn checkpoints(&self) -> Result<(Option<i64>, Option<i64>)> {
+        Ok((
+            self.table.checkpoint().await?,
+            self.dataset.checkpoint().await?,
+        ))
+    }
+}
+
+#[async_trait]
+impl StateStore for MirroredState {
+    /// The newer of the two.
+    async fn checkpoint(&self) -> Result<Option<i64>> {
+        let (table, dataset) = self.checkpoints().await?;
+        Ok(table.max(dataset))
+    }
+
+    async fn raise_checkpoint(&self, time_us: i64) -> Result<i64> {
+        let raised = self.table.raise_checkpoint(time_us).await?;
+        self.dataset.raise_checkpoint(raised).await?;
+        Ok(raised)
+    }
+
+    async fn record_batch(&self, ids: &[EntryId]) -> Result<()> {
+        self.table.record_batch(ids).await
+    }
+
+    async fn mark_stored(&self, first: EntryId) -> Result<()> {
+        self.table.mark_stored(first).await
+    }
+
+    async fn forget_batch(&self, first: EntryId) -> Result<()> {
+        self.table.forget_batch(first).await
+    }
+
+    async fn batches(&self) -> Result<Vec<JournaledBatch>> {
+        self.table.batches().await
+    }
+}

@@ -341,7 +341,13 @@ impl WriteLoop {
         self.open_ids.push(entry.id);
         self.held.insert(entry.id);
         for line in entry.batch.events() {
-            push_line(&mut self.open, line, &mut self.decoded, &mut self.report);
+            push_line(
+                &mut self.open,
+                entry,
+                line,
+                &mut self.decoded,
+                &mut self.report,
+            );
         }
         if let Some(newest) = self.open.watermark_us() {
             self.newest_us = self.newest_us.max(newest);
@@ -369,7 +375,7 @@ impl WriteLoop {
             self.journal.remove(id);
             if let Some(entry) = recovery.entries.get(id) {
                 for line in entry.batch.events() {
-                    push_line(&mut open, line, &mut self.decoded, &mut ignored);
+                    push_line(&mut open, entry, line, &mut self.decoded, &mut ignored);
                 }
             }
         }
@@ -426,8 +432,13 @@ impl WriteLoop {
     }
 }
 
+/// Adds one buffered line of `entry` to the open files. A line that does not decode becomes a
+/// dead letter placed at the entry's time (its oldest event, else when it was appended), not
+/// the writer's clock: written again after a crash, it lands in the same partition, under the
+/// same name.
 fn push_line(
     open: &mut OpenFiles,
+    entry: &Entry,
     line: &bytes::Bytes,
     decoded: &mut [u64; Table::ALL.len()],
     report: &mut WriterReport,
@@ -444,13 +455,21 @@ fn push_line(
         Err(e) => dead_letter(
             open,
             DeadLetter {
-                received_us: crate::unix_us(),
+                received_us: entry_time_us(entry),
                 reason: e.category().to_owned(),
                 error: e.to_string(),
                 raw: line.clone(),
             },
             report,
         ),
+    }
+}
+
+/// The time an entry stands for: its oldest event's `time_us`, else its id's milliseconds.
+fn entry_time_us(entry: &Entry) -> i64 {
+    match i64::try_from(entry.batch.oldest_time_us()) {
+        Ok(t) if t > 0 => t,
+        _ => i64::try_from(entry.id.ms()).map_or(i64::MAX, |ms| ms.saturating_mul(1000)),
     }
 }
 

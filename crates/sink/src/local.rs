@@ -64,7 +64,7 @@ fn put_blocking(target: &Path, temp_id: u64, data: &[u8]) -> io::Result<()> {
     let dir = target
         .parent()
         .ok_or_else(|| io::Error::other("object path has no directory"))?;
-    fs::create_dir_all(dir)?;
+    create_dir_durably(dir)?;
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -85,6 +85,22 @@ fn put_blocking(target: &Path, temp_id: u64, data: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     written
+}
+
+/// Creates `dir` and its missing parents, then fsyncs the parent of each directory created,
+/// so a new partition directory survives a power loss along with the file put in it.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 fn list_blocking(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> io::Result<()> {

@@ -197,7 +197,7 @@ fn s3_down_for_ten_minutes_in_the_server_deployment_keeps_memory_bounded_and_dro
         &ingest_addr,
         start_us,
         &[],
-        &[("FIREHOSE_BUFFER_CAPACITY_BYTES", &capacity)],
+        &[("FIREHOSE_BUFFER_SIZE", &capacity)],
     );
     let writer_addr = format!("127.0.0.1:{}", free_port());
     let writer = d.writer("w1", &writer_addr, &[]);

@@ -698,7 +698,7 @@ impl Deployment {
         self.ingest_with_env(url, metrics_addr, start_cursor, extra, &[])
     }
 
-    /// [`ingest`](Self::ingest) with environment variables (`FIREHOSE_BUFFER_CAPACITY_BYTES`).
+    /// [`ingest`](Self::ingest) with environment variables (`FIREHOSE_BUFFER_SIZE`).
     pub(crate) fn ingest_with_env(
         &self,
         url: &str,
@@ -724,6 +724,29 @@ impl Deployment {
         ];
         args.extend_from_slice(extra);
         start("ingest", &self.dir, &args, env)
+    }
+
+    /// `firehose ingest` from `url` as the deployment runs it: no start cursor, the dataset
+    /// given (`--out`), so it resumes from the newer of Redis's checkpoint and the dataset's.
+    pub(crate) fn ingest_with_dataset(&self, url: &str, metrics_addr: &str) -> Proc {
+        let redis = self.redis.url();
+        let out = format!("s3://{BUCKET}/{PREFIX}");
+        let args = [
+            "ingest",
+            "--jetstream-url",
+            url,
+            "--redis-url",
+            &redis,
+            "--redis-stream",
+            STREAM,
+            "--metrics-addr",
+            metrics_addr,
+            "--out",
+            &out,
+        ];
+        let env = self.s3.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        start("ingest", &self.dir, &args, &env)
     }
 
     /// `firehose write` as `consumer` to the dataset, with `extra` settings after the defaults

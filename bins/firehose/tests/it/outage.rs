@@ -25,6 +25,9 @@ enum RedisFailure {
     /// is gone. Simulated by SIGKILL, then cutting the append-only file back to its length one
     /// fsync interval (1 s, `appendfsync everysec`) before the crash.
     HostCrash,
+    /// Redis loses all its data (SIGKILL, then its directory emptied: a volume that did not
+    /// mount, a new server) and starts empty: no stream, no checkpoint.
+    DataLost,
 }
 
 /// What was measured.
@@ -107,7 +110,7 @@ fn redis_outage(
     match failure {
         RedisFailure::Kill => d.redis.kill(),
         RedisFailure::Clean => d.redis.shutdown(),
-        RedisFailure::HostCrash => d.redis.kill(),
+        RedisFailure::HostCrash | RedisFailure::DataLost => d.redis.kill(),
     }
     if matches!(others, Others::RestartIngest | Others::RestartAll) {
         ingest.kill();
@@ -136,10 +139,18 @@ fn redis_outage(
             .set_len(len - aof_cut)
             .unwrap();
     }
+    if failure == RedisFailure::DataLost {
+        let dir = d.redis.aof_dir();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.with_file_name("dump.rdb"));
+    }
     std::thread::sleep(Duration::from_secs(2));
     d.redis.restart();
     let back_at = failed_at.elapsed();
-    if matches!(others, Others::RestartIngest | Others::RestartAll) {
+    if failure == RedisFailure::DataLost {
+        // As deployed: no start cursor, the dataset given.
+        ingest = d.ingest_with_dataset(&url, &ingest_addr);
+    } else if matches!(others, Others::RestartIngest | Others::RestartAll) {
         ingest = d.ingest(&url, &ingest_addr, start_us, &[]);
     }
     if matches!(others, Others::RestartAll | Others::WriterBehind) {
@@ -333,6 +344,20 @@ fn host_crash_with_appendfsync_everysec_loses_nothing_once_ingest_restarts() {
         "outage::host_crash_everysec_all_restarted",
         "everysec",
         RedisFailure::HostCrash,
+        Others::RestartAll,
+    ));
+}
+
+/// Redis loses all its data while the whole machine restarts: ingest, given the dataset as
+/// deployed (and no start cursor), finds no checkpoint in Redis, resumes from the one the
+/// writers keep beside the dataset, less the rewind, and Jetstream replays what Redis lost:
+/// nothing lost, where it used to start live and leave a gap nobody saw.
+#[test]
+fn redis_losing_its_data_loses_nothing_once_ingest_resumes_from_the_dataset() {
+    assert_nothing_lost(redis_outage(
+        "outage::redis_data_lost",
+        "everysec",
+        RedisFailure::DataLost,
         Others::RestartAll,
     ));
 }

@@ -41,8 +41,13 @@ pub enum RedisConfigKey {
     /// `FIREHOSE_REDIS_ALLOW_EVICTION`: `true` to run against a server whose
     /// `maxmemory-policy` evicts keys (logs a warning). Default `false`.
     AllowEviction,
-    /// `FIREHOSE_BUFFER_CAPACITY_BYTES`: capacity in bytes of unacknowledged payload.
+    /// `FIREHOSE_BUFFER_CAPACITY_BYTES`: the former name of `FIREHOSE_BUFFER_SIZE`, a number
+    /// of bytes; still read, and overridden by `FIREHOSE_BUFFER_SIZE` when both are set.
     CapacityBytes,
+    /// `FIREHOSE_BUFFER_SIZE`: the most unacknowledged payload the buffer holds, a size such
+    /// as `1500MB` or `2GiB` (the rule of `firehose_core::units`); the same variable bounds
+    /// `firehose run`'s in-memory buffer.
+    BufferSize,
     /// `FIREHOSE_BUFFER_WHEN_FULL`: `block` (default) or `reject`.
     WhenFull,
     /// `FIREHOSE_REDIS_MAX_BLOCK_MS`: the longest a read blocks waiting for entries.
@@ -53,7 +58,7 @@ pub enum RedisConfigKey {
 }
 
 impl RedisConfigKey {
-    const ALL: [(Self, &'static str, &'static str); 11] = [
+    const ALL: [(Self, &'static str, &'static str); 12] = [
         (Self::Url, "FIREHOSE_REDIS_URL", "url"),
         (Self::Stream, "FIREHOSE_REDIS_STREAM", "stream"),
         (Self::Group, "FIREHOSE_REDIS_GROUP", "group"),
@@ -70,6 +75,7 @@ impl RedisConfigKey {
             "FIREHOSE_BUFFER_CAPACITY_BYTES",
             "capacity_bytes",
         ),
+        (Self::BufferSize, "FIREHOSE_BUFFER_SIZE", "buffer_size"),
         (Self::WhenFull, "FIREHOSE_BUFFER_WHEN_FULL", "when_full"),
         (
             Self::MaxBlockMs,
@@ -202,7 +208,7 @@ impl RedisBufferBuilder {
     /// [`RedisConfigKey`]. Variables that are not set keep their defaults; unknown
     /// `FIREHOSE_*` variables are ignored (other components use the prefix too).
     pub fn from_env() -> Self {
-        let mut builder = Self::new();
+        let mut set: Vec<(usize, RedisConfigKey, String)> = Vec::new();
         for (key, value) in std::env::vars_os() {
             let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
                 continue;
@@ -211,10 +217,16 @@ impl RedisBufferBuilder {
                 continue;
             }
             if let Ok(key) = key.parse::<RedisConfigKey>() {
-                builder = builder.with_config(key, value);
+                let order = RedisConfigKey::ALL.iter().position(|(k, _, _)| *k == key);
+                set.push((order.unwrap_or(usize::MAX), key, value.to_owned()));
             }
         }
-        builder
+        // In the order of `ALL`, so a current name overrides its former one.
+        set.sort_by_key(|(order, _, _)| *order);
+        set.into_iter()
+            .fold(Self::new(), |builder, (_, key, value)| {
+                builder.with_config(key, value)
+            })
     }
 
     /// Set a configuration value by key. Invalid values are reported by
@@ -241,6 +253,12 @@ impl RedisBufferBuilder {
                 Ok(n) if n > 0 => self.capacity = Capacity::bytes(n),
                 _ => invalid(format!(
                     "expected a positive number of bytes, got {value:?}"
+                )),
+            },
+            RedisConfigKey::BufferSize => match firehose_core::units::parse_size(&value) {
+                Ok(n) if n > 0 => self.capacity = Capacity::bytes(n),
+                _ => invalid(format!(
+                    "expected a positive size such as 1500MB or 2GiB, got {value:?}"
                 )),
             },
             RedisConfigKey::WhenFull => match value.parse::<WhenFull>() {
@@ -444,6 +462,19 @@ mod tests {
         assert!(b.invalid.is_none());
         let b = RedisBufferBuilder::new().with_config(RedisConfigKey::CapacityBytes, "lots");
         assert!(b.invalid.is_some());
+        // The current name takes the one size rule; applied after the former name, it wins.
+        let b = RedisBufferBuilder::new()
+            .with_config(RedisConfigKey::CapacityBytes, "1024")
+            .with_config(RedisConfigKey::BufferSize, "1500MB");
+        assert_eq!(b.capacity, Capacity::bytes(1_500_000_000));
+        let b = RedisBufferBuilder::new().with_config(RedisConfigKey::BufferSize, "2GiB");
+        assert_eq!(b.capacity, Capacity::bytes(2 << 30));
+        for bad in ["0", "lots", "-1MB"] {
+            let b = RedisBufferBuilder::new().with_config(RedisConfigKey::BufferSize, bad);
+            assert!(b.invalid.is_some(), "{bad}");
+        }
+        let order = |key| RedisConfigKey::ALL.iter().position(|(k, _, _)| *k == key);
+        assert!(order(RedisConfigKey::CapacityBytes) < order(RedisConfigKey::BufferSize));
     }
 
     #[tokio::test]

@@ -72,6 +72,11 @@ pub struct SourceArgs {
     /// Where to start (Unix microseconds) when there is no checkpoint yet; default: live.
     #[arg(long, env = "FIREHOSE_START_CURSOR")]
     pub start_cursor: Option<i64>,
+    /// For `ingest` given the dataset (`--out`): start live although the dataset holds data
+    /// and neither Redis nor the dataset has a checkpoint, accepting a gap. Without it,
+    /// ingest refuses to start, so that a Redis that lost its data cannot open a silent gap.
+    #[arg(long, env = "FIREHOSE_START_LIVE")]
+    pub start_live: bool,
 }
 
 impl SourceArgs {
@@ -96,6 +101,7 @@ impl SourceArgs {
     pub fn apply(&self, builder: PipelineBuilder) -> PipelineBuilder {
         builder
             .with_start_cursor(self.start_cursor)
+            .with_start_live(self.start_live)
             .with_max_event_silence(self.max_event_silence)
     }
 }

@@ -127,3 +127,55 @@ async fn replays_after_reconnects_and_a_crash_are_not_stored() {
     server.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `ingest` given the dataset, with no checkpoint in the buffer's state or the dataset while
+/// the dataset holds data (a Redis that came back empty, and writers that never mirrored a
+/// checkpoint): it refuses to start live, naming the overrides, and starts once allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_refuses_to_start_live_over_data_without_a_checkpoint() {
+    let dir = temp_dir("refuse-live");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.join("data")));
+    let line = br#"{"did":"did:plc:a","time_us":1763596800000000,"kind":"identity","identity":{"did":"did:plc:a","seq":1,"time":"t"}}"#;
+    let events = [firehose_core::Event::decode(line).unwrap()];
+    firehose_sink::Writer::new(storage.clone(), firehose_sink::ParquetOptions::default())
+        .write(&firehose_sink::BatchName::new("1-0", "1-0").unwrap(), &events)
+        .await
+        .unwrap();
+    let empty_state: Arc<dyn firehose_pipeline::StateStore> = Arc::new(
+        firehose_pipeline::DatasetState::new(Arc::new(LocalStorage::new(dir.join("state")))),
+    );
+    let shared = || {
+        firehose_pipeline::SharedBuffer::new(
+            Arc::new(firehose_buffer::memory::InMemory::builder().build()),
+            empty_state.clone(),
+        )
+    };
+    let config = JetstreamConfig {
+        urls: vec!["ws://127.0.0.1:9/subscribe".into()],
+        ..JetstreamConfig::default()
+    };
+    let refused = Pipeline::ingest(config.clone(), shared())
+        .with_dataset(storage.clone())
+        .build()
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        refused.contains("--start-cursor") && refused.contains("--start-live"),
+        "{refused}"
+    );
+    for builder in [
+        Pipeline::ingest(config.clone(), shared())
+            .with_dataset(storage.clone())
+            .with_start_live(true),
+        Pipeline::ingest(config.clone(), shared())
+            .with_dataset(storage.clone())
+            .with_start_cursor(Some(1_763_596_800_000_000)),
+        // Without the dataset nothing can be checked: it starts live, as before.
+        Pipeline::ingest(config.clone(), shared()),
+    ] {
+        assert!(builder.build().await.is_ok());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
