@@ -10,8 +10,9 @@
 //! rounds; then each rate as a multiple of the first.
 #![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use firehose_benches::process_cpu;
 use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::LocalStorage;
 use firehose_synth::Config;
@@ -19,20 +20,6 @@ use firehose_synth::Config;
 /// The allocator the `firehose` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// CPU time (user + system) of the whole process, from `/proc/self/stat` (clock ticks of
-/// 10 ms).
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
-    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse().expect("a number of ticks"))
-        .collect();
-    Duration::from_millis(10 * (fields[0] + fields[1]))
-}
 
 /// The peak resident set since the last reset, in MB (`VmHWM`).
 fn peak_rss_mb() -> f64 {

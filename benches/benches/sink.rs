@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
+use firehose_benches::process_cpu;
 use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
 use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer, encode};
 
@@ -36,23 +37,6 @@ fn thread_cpu() -> Duration {
         .and_then(|f| f.parse().ok())
         .expect("schedstat starts with the time on CPU in ns");
     Duration::from_nanos(ns)
-}
-
-/// CPU time (user + system) of the whole process, threads that ended included, from
-/// `/proc/self/stat` (in clock ticks of 10 ms: a round of 100,000 events takes a few tenths
-/// of a second, so this figure is good to a few percent).
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
-    // Fields after the command name (which is in parentheses): state is field 3, utime 14,
-    // stime 15.
-    let rest = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse().expect("a number of ticks"))
-        .collect();
-    Duration::from_millis(10 * (fields[0] + fields[1]))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -648,18 +648,11 @@ async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<()> {
 /// The `collection` label of a table's events: the collection's NSID, or `other`, `identity`,
 /// `account` (label values stay bounded whatever collections appear).
 pub fn collection_label(table: Table) -> &'static str {
-    use firehose_core::record::nsid;
     match table {
-        Table::Posts => nsid::POST,
-        Table::Likes => nsid::LIKE,
-        Table::Reposts => nsid::REPOST,
-        Table::Follows => nsid::FOLLOW,
-        Table::Blocks => nsid::BLOCK,
-        Table::ListItems => nsid::LISTITEM,
-        Table::Profiles => nsid::PROFILE,
         Table::Records => "other",
         Table::Identity => "identity",
         Table::Account => "account",
+        typed => typed.collection().unwrap_or("other"),
     }
 }
 

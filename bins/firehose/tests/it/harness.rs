@@ -708,6 +708,28 @@ impl Deployment {
         env: &[(&str, &str)],
     ) -> Proc {
         let cursor = start_cursor.to_string();
+        let mut args = vec!["--start-cursor", &cursor];
+        args.extend_from_slice(extra);
+        self.run_ingest(url, metrics_addr, &args, env)
+    }
+
+    /// `firehose ingest` from `url` as the deployment runs it: no start cursor, the dataset
+    /// given (`--out`), so it resumes from the newer of Redis's checkpoint and the dataset's.
+    pub(crate) fn ingest_with_dataset(&self, url: &str, metrics_addr: &str) -> Proc {
+        let out = format!("s3://{BUCKET}/{PREFIX}");
+        let env = self.s3.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.run_ingest(url, metrics_addr, &["--out", &out], &env)
+    }
+
+    /// `firehose ingest` from `url` into this deployment's Redis, with `extra` arguments.
+    fn run_ingest(
+        &self,
+        url: &str,
+        metrics_addr: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let redis = self.redis.url();
         let mut args = vec![
             "ingest",
@@ -719,34 +741,9 @@ impl Deployment {
             STREAM,
             "--metrics-addr",
             metrics_addr,
-            "--start-cursor",
-            &cursor,
         ];
         args.extend_from_slice(extra);
         start("ingest", &self.dir, &args, env)
-    }
-
-    /// `firehose ingest` from `url` as the deployment runs it: no start cursor, the dataset
-    /// given (`--out`), so it resumes from the newer of Redis's checkpoint and the dataset's.
-    pub(crate) fn ingest_with_dataset(&self, url: &str, metrics_addr: &str) -> Proc {
-        let redis = self.redis.url();
-        let out = format!("s3://{BUCKET}/{PREFIX}");
-        let args = [
-            "ingest",
-            "--jetstream-url",
-            url,
-            "--redis-url",
-            &redis,
-            "--redis-stream",
-            STREAM,
-            "--metrics-addr",
-            metrics_addr,
-            "--out",
-            &out,
-        ];
-        let env = self.s3.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        start("ingest", &self.dir, &args, &env)
     }
 
     /// `firehose write` as `consumer` to the dataset, with `extra` settings after the defaults

@@ -138,7 +138,10 @@ async fn ingest_refuses_to_start_live_over_data_without_a_checkpoint() {
     let line = br#"{"did":"did:plc:a","time_us":1763596800000000,"kind":"identity","identity":{"did":"did:plc:a","seq":1,"time":"t"}}"#;
     let events = [firehose_core::Event::decode(line).unwrap()];
     firehose_sink::Writer::new(storage.clone(), firehose_sink::ParquetOptions::default())
-        .write(&firehose_sink::BatchName::new("1-0", "1-0").unwrap(), &events)
+        .write(
+            &firehose_sink::BatchName::new("1-0", "1-0").unwrap(),
+            &events,
+        )
         .await
         .unwrap();
     let empty_state: Arc<dyn firehose_pipeline::StateStore> = Arc::new(
@@ -158,8 +161,7 @@ async fn ingest_refuses_to_start_live_over_data_without_a_checkpoint() {
         .with_dataset(storage.clone())
         .build()
         .await
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         refused.contains("--start-cursor") && refused.contains("--start-live"),
