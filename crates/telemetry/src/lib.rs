@@ -419,10 +419,14 @@ pub enum LogFormat {
 /// Sends `tracing` events to stderr in `format`, filtered by `RUST_LOG` (default `info`).
 /// Does nothing if a subscriber is already set.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: in journald, `docker logs` or a file they are
+    // escape codes that break searches.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

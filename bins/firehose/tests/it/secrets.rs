@@ -31,6 +31,11 @@ impl Outputs {
 
     fn log(&mut self, what: &str, dir: &Path) {
         let text = std::fs::read_to_string(dir.join(format!("{what}.log"))).unwrap();
+        // Written to a file, not a terminal: no colour codes, which would break searches.
+        assert!(
+            !text.contains('\x1b'),
+            "{what}'s log has escape codes: {text:.300}"
+        );
         self.add(format!("{what} stderr"), text);
     }
 
