@@ -389,9 +389,10 @@ impl PipelineBuilder {
                         .with_capacity(Capacity::bytes(buffer_bytes))
                         .build(),
                 );
-                let source = open_source(jetstream, &**state, self.start_cursor).await?;
+                let checkpoint = state.checkpoint().await?;
+                let source = open_source(jetstream, checkpoint, self.start_cursor)?;
                 let replay = self
-                    .replay_filter(Some((storage.as_ref(), jetstream, &**state)))
+                    .replay_filter(Some((storage.as_ref(), jetstream)), checkpoint)
                     .await?;
                 let writer = WriteLoop::new(
                     buffer.clone(),
@@ -421,17 +422,20 @@ impl PipelineBuilder {
                             shared.state.clone(),
                             DatasetState::new(storage.clone()),
                         );
-                        self.check_resume(&state, storage.as_ref()).await?;
-                        let source = open_source(jetstream, &state, self.start_cursor).await?;
+                        let checkpoint = self.check_resume(&state, storage.as_ref()).await?;
+                        let source = open_source(jetstream, checkpoint, self.start_cursor)?;
                         let filter = self
-                            .replay_filter(Some((storage.as_ref(), jetstream, &state)))
+                            .replay_filter(Some((storage.as_ref(), jetstream)), checkpoint)
                             .await?;
                         (source, filter)
                     }
-                    None => (
-                        open_source(jetstream, &*shared.state, self.start_cursor).await?,
-                        self.replay_filter(None).await?,
-                    ),
+                    None => {
+                        let checkpoint = shared.state.checkpoint().await?;
+                        (
+                            open_source(jetstream, checkpoint, self.start_cursor)?,
+                            self.replay_filter(None, checkpoint).await?,
+                        )
+                    }
                 };
                 let mut ingest =
                     IngestLoop::new(source, shared.buffer.clone(), self.ingest.clone());
@@ -474,9 +478,15 @@ impl PipelineBuilder {
 impl PipelineBuilder {
     /// Says which checkpoint ingest resumes from, and refuses to start live over a dataset that
     /// holds data when neither the buffer nor the dataset has a checkpoint (a gap nobody would
-    /// see), unless a start cursor is given or starting live is allowed.
-    async fn check_resume(&self, state: &MirroredState, dataset: &dyn Storage) -> Result<()> {
-        match state.checkpoints().await? {
+    /// see), unless a start cursor is given or starting live is allowed. Returns the
+    /// checkpoint to resume from: the newer of the two.
+    async fn check_resume(
+        &self,
+        state: &MirroredState,
+        dataset: &dyn Storage,
+    ) -> Result<Option<i64>> {
+        let (table, in_dataset) = state.checkpoints().await?;
+        match (table, in_dataset) {
             (Some(table), dataset) if dataset.is_none_or(|d| d <= table) => {
                 info!(cursor = table, "Resuming from the buffer's checkpoint.");
             }
@@ -503,22 +513,21 @@ impl PipelineBuilder {
                 }
             }
         }
-        Ok(())
+        Ok(table.max(in_dataset))
     }
 
     /// The replay filter, unless the window is zero; seeded, when the dataset is at hand, with
-    /// the keys stored from the resume point (the checkpoint less the rewind) on.
+    /// the keys stored from the resume point (`checkpoint` less the rewind) on.
     async fn replay_filter(
         &self,
-        stored: Option<(&dyn Storage, &firehose_jetstream::Config, &dyn StateStore)>,
+        stored: Option<(&dyn Storage, &firehose_jetstream::Config)>,
+        checkpoint: Option<i64>,
     ) -> Result<Option<ReplayFilter>> {
         if self.replay_window.is_zero() {
             return Ok(None);
         }
         let mut filter = ReplayFilter::new(self.replay_window, crate::replay::DEFAULT_MAX_KEYS);
-        if let Some((storage, jetstream, state)) = stored
-            && let Some(checkpoint) = state.checkpoint().await?
-        {
+        if let (Some((storage, jetstream)), Some(checkpoint)) = (stored, checkpoint) {
             let rewind = i64::try_from(jetstream.rewind.as_micros()).unwrap_or(i64::MAX);
             let since = checkpoint.saturating_sub(rewind);
             let keys = firehose_sink::stored_keys(storage, since, crate::unix_us())
@@ -548,13 +557,12 @@ pub fn host_consumer_name() -> String {
         .unwrap_or_else(|| "writer".into())
 }
 
-/// The source, resuming from the checkpoint when there is one, else from `start_cursor`.
-async fn open_source(
+/// The source, resuming from `checkpoint` when there is one, else from `start_cursor`.
+fn open_source(
     jetstream: &firehose_jetstream::Config,
-    state: &dyn StateStore,
+    checkpoint: Option<i64>,
     start_cursor: Option<i64>,
 ) -> Result<Source> {
-    let checkpoint = state.checkpoint().await?;
     let cursor = checkpoint.or(start_cursor);
     match (checkpoint, cursor) {
         (Some(c), _) => info!(cursor = c, "Resuming from the checkpoint."),
