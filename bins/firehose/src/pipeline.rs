@@ -77,6 +77,10 @@ pub(crate) struct WriteArgs {
     /// host name).
     #[arg(long, env = "FIREHOSE_CONSUMER")]
     consumer: Option<String>,
+    /// Take over entries another writer left unacknowledged this long (it died, or is
+    /// stopped); must exceed the longest a file stays open. Default: --max-file-age plus 5m.
+    #[arg(long, env = "FIREHOSE_CLAIM_IDLE", value_parser = firehose_core::units::parse_duration)]
+    claim_idle: Option<std::time::Duration>,
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
@@ -115,7 +119,10 @@ pub(crate) fn write(args: WriteArgs) -> Result<(), Failure> {
             .consumer
             .clone()
             .unwrap_or_else(firehose_pipeline::host_consumer_name);
-        let builder = Pipeline::write(shared, storage).with_consumer(consumer.clone());
+        let mut builder = Pipeline::write(shared, storage).with_consumer(consumer.clone());
+        if let Some(idle) = args.claim_idle {
+            builder = builder.with_claim_idle(idle);
+        }
         let pipeline = build(args.writer.apply(builder)).await?;
         let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
         info!(out = %args.writer.out, %consumer, metrics = %serving, "Writing Redis to Parquet.");

@@ -576,6 +576,20 @@ pub trait SideTable: fmt::Debug + Send + Sync {
     /// Raises a numeric field to `value` if it is lower (or missing), in one step, and returns
     /// its value afterwards: several processes can advance it without moving it back.
     async fn raise(&self, field: &str, value: u64) -> Result<u64>;
+    /// Sets a field, in one step with a check that `consumer` still holds every one of `ids`
+    /// (delivered to it, and neither acknowledged nor claimed by another consumer since).
+    /// Returns the ids it no longer holds; the field is set only when there are none.
+    ///
+    /// A writer records a batch this way before storing it: once recorded, a consumer that
+    /// claims the batch's entries finds the record and writes the same batch under the same
+    /// name; when some were claimed first, the writer stores nothing of the batch.
+    async fn set_if_held(
+        &self,
+        field: &str,
+        value: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>>;
 }
 
 /// Conveniences for every [`Buffer`].

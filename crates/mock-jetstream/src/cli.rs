@@ -60,9 +60,15 @@ pub struct MockArgs {
     /// `time_us` of the first generated event; default: when the server starts.
     #[arg(long, value_name = "MICROS")]
     pub start_time_us: Option<i64>,
-    /// Events kept for clients that connect with a cursor (about 1 KB each).
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
-    pub window: usize,
+    /// Events kept for clients that connect with a cursor (about 1 KB each), as Jetstream
+    /// keeps its retention window; default: every event when --events, --replay or --frames
+    /// bounds them, else the last 1000000.
+    #[arg(long, value_name = "N")]
+    pub window: Option<usize>,
+    /// Close a connection that has caught up and then falls more than N events behind the
+    /// newest, as Jetstream drops slow clients (the client resumes from its cursor); 0: never.
+    #[arg(long, value_name = "N", default_value_t = crate::DEFAULT_MAX_BEHIND)]
+    pub max_behind: u64,
     /// The zstd dictionary for clients asking for `compress=true` (without it they are refused).
     #[arg(long, value_name = "PATH")]
     pub zstd_dictionary: Option<PathBuf>,
@@ -132,6 +138,7 @@ impl MockArgs {
             events,
             rate: args.rate.filter(|rate| *rate != 0.0),
             window: args.window,
+            max_behind: Some(args.max_behind).filter(|max| *max != 0),
             zstd_dictionary,
             faults: Faults {
                 drop_every: args

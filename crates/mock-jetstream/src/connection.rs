@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message, http};
 use tracing::debug;
 
@@ -280,6 +282,9 @@ impl<'a> Session<'a> {
             Some(cursor) => log.position_for(cursor),
             None => log.head(),
         };
+        // Replaying from a cursor goes at the client's pace; once caught up, the client is
+        // live and must keep up.
+        let mut live = subscription.cursor.is_none();
         let mut published = log.subscribe();
         let faults = &shared.faults;
         let mut stall_at = faults.stall_after.map(|after| Instant::now() + after);
@@ -297,9 +302,22 @@ impl<'a> Session<'a> {
                 Ok(false) => {}
                 Err(_) => return,
             }
+            if live
+                && let Some(max) = shared.max_behind
+                && log.published().saturating_sub(position) > max
+            {
+                shared.counters.slow_closes.fetch_add(1, Relaxed);
+                let close = CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "too slow: resume with a cursor".into(),
+                };
+                let _ = sink.send(Message::Close(Some(close))).await;
+                return;
+            }
             let read = log.read(&mut position, BATCH, shared.on_demand);
             shared.counters.skipped.fetch_add(read.skipped, Relaxed);
             if read.entries.is_empty() {
+                live = true;
                 if let Some(held) = self.held.take() {
                     let frame = self.event(&held);
                     if self.send(&mut sink, frame).await.is_err() {

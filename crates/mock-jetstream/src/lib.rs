@@ -32,6 +32,12 @@
 //! has caught up makes the next batch. The server sends with TCP flow control, so a client
 //! that stops reading blocks its connection (and, without a rate, publication).
 //!
+//! As Jetstream, the server replays from a cursor as fast as the client reads, and drops a
+//! live client that cannot keep up: a connection that has caught up and then falls more than
+//! [`MockConfig::max_behind`] events behind the newest is closed, and the client resumes
+//! from its cursor. By default a bounded source keeps every event it published, so a client
+//! that resumes loses nothing however far behind it fell.
+//!
 //! Faults never lose an event from the stream a client sees once it reconnects with its
 //! cursor: a malformed frame or a duplicate is sent in addition to the events, a reordered
 //! event is only swapped with the next, and a dropped connection is resumed from the cursor.
@@ -317,9 +323,14 @@ pub struct MockConfig {
     pub events: EventSource,
     /// Events published per second; `None` for as fast as clients read.
     pub rate: Option<f64>,
-    /// How many published events are kept for clients that connect with a cursor (each takes
-    /// about 1 KB of memory).
-    pub window: usize,
+    /// How many published events are kept for clients that connect with a cursor, as Jetstream
+    /// keeps its retention window (each takes about 1 KB of memory). `None`: every event of a
+    /// bounded source (an event count, a replay, frames), else the last 1,000,000.
+    pub window: Option<usize>,
+    /// A connection that has caught up with the stream and then falls further behind the
+    /// newest published event than this many events is closed, as Jetstream drops a client
+    /// that cannot keep up; the client resumes from its cursor. `None`: never.
+    pub max_behind: Option<u64>,
     /// The zstd dictionary for `compress=true`; without one such requests are refused.
     pub zstd_dictionary: Option<Vec<u8>>,
     /// Faults to inject.
@@ -337,7 +348,8 @@ impl Default for MockConfig {
                 start_time_us: None,
             },
             rate: None,
-            window: 1_000_000,
+            window: None,
+            max_behind: Some(DEFAULT_MAX_BEHIND),
             zstd_dictionary: None,
             faults: Faults::default(),
         }
@@ -369,6 +381,10 @@ pub enum Error {
     InvalidConfig(String),
 }
 
+/// The default of [`MockConfig::max_behind`]: a few seconds of catch-up at the rates the
+/// firehose reaches.
+pub const DEFAULT_MAX_BEHIND: u64 = 100_000;
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -397,6 +413,8 @@ pub struct Sent {
     pub stalls: u64,
     /// Events a slow connection skipped because they had left the window.
     pub skipped: u64,
+    /// Connections closed because they fell more than [`MockConfig::max_behind`] behind.
+    pub slow_closes: u64,
 }
 
 /// One progress line: what was published and sent, and the faults injected.
@@ -404,11 +422,13 @@ impl std::fmt::Display for Sent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} events published, {} sent ({} bytes) over {} connections; faults: {} drops, {} stalls, {} malformed, {} duplicates, {} reordered",
+            "{} events published, {} sent ({} bytes) over {} connections ({} closed as too slow, {} events skipped past the window); faults: {} drops, {} stalls, {} malformed, {} duplicates, {} reordered",
             self.published,
             self.events,
             self.bytes,
             self.connections,
+            self.slow_closes,
+            self.skipped,
             self.drops,
             self.stalls,
             self.malformed,
@@ -429,6 +449,7 @@ struct Counters {
     drops: AtomicU64,
     stalls: AtomicU64,
     skipped: AtomicU64,
+    slow_closes: AtomicU64,
 }
 
 /// What every connection shares.
@@ -438,6 +459,7 @@ struct Shared {
     /// No rate: connections make the producer publish.
     on_demand: bool,
     dictionary: Option<Vec<u8>>,
+    max_behind: Option<u64>,
     faults: Faults,
     counters: Counters,
 }
@@ -462,7 +484,7 @@ impl MockServer {
                 "the rate must be a positive number of events per second, not {rate}"
             )));
         }
-        if config.window == 0 {
+        if config.window == Some(0) {
             return Err(Error::InvalidConfig("the window must hold events".into()));
         }
         for (name, every) in [
@@ -517,6 +539,7 @@ impl MockServer {
             log: Log::new(producer, limit, config.window),
             on_demand: config.rate.is_none(),
             dictionary: config.zstd_dictionary,
+            max_behind: config.max_behind,
             faults: config.faults,
             counters: Counters::default(),
         });
@@ -564,6 +587,7 @@ impl MockServer {
             drops: c.drops.load(Relaxed),
             stalls: c.stalls.load(Relaxed),
             skipped: c.skipped.load(Relaxed),
+            slow_closes: c.slow_closes.load(Relaxed),
         }
     }
 
@@ -621,7 +645,11 @@ async fn publish(shared: Arc<Shared>, rate: f64) {
     while !shared.log.exhausted() {
         tick.tick().await;
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
-        shared.log.publish_until(due);
+        // A chunk at a time, letting connections run between chunks when publication is
+        // behind (a rate faster than the generator, a busy machine).
+        while shared.log.publish_chunk(due) < due && !shared.log.exhausted() {
+            tokio::task::yield_now().await;
+        }
     }
 }
 

@@ -112,27 +112,66 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-#[derive(Debug)]
-struct Inner {
+/// The entries still kept.
+#[derive(Debug, Default)]
+struct Window {
     entries: VecDeque<Arc<Entry>>,
     /// Absolute position of `entries[0]`.
     first: u64,
-    producer: Producer,
-    /// How many entries the producer may still make (`None`: no limit).
-    remaining: Option<u64>,
 }
 
-impl Inner {
+impl Window {
     fn published(&self) -> u64 {
         self.first + self.entries.len() as u64
     }
 }
 
+/// What makes new entries.
+#[derive(Debug)]
+struct Making {
+    producer: Producer,
+    /// How many entries the producer may still make (`None`: no limit).
+    remaining: Option<u64>,
+}
+
+impl Making {
+    fn next(&mut self) -> Option<Entry> {
+        if self.remaining == Some(0) {
+            return None;
+        }
+        let entry = match &mut self.producer {
+            Producer::Generated(generator) => Entry::from_event(&generator.next_event()),
+            Producer::Entries(entries) => entries.next()?,
+        };
+        if let Some(remaining) = self.remaining.as_mut() {
+            *remaining -= 1;
+        }
+        Some(entry)
+    }
+
+    fn exhausted(&self) -> bool {
+        match &self.producer {
+            _ if self.remaining == Some(0) => true,
+            Producer::Entries(entries) => entries.len() == 0,
+            Producer::Generated(_) => false,
+        }
+    }
+}
+
+/// Entries made at a time: publication takes the window's lock once a chunk, so readers are
+/// never held up for long however far publication has to catch up.
+const CHUNK: u64 = 1024;
+
+/// The window kept when the source has no end and none is set: about 1 GB.
+const DEFAULT_WINDOW: usize = 1_000_000;
+
 /// The shared window of published events.
 #[derive(Debug)]
 pub(crate) struct Log {
-    inner: Mutex<Inner>,
-    window: usize,
+    /// Taken before `window` when both are.
+    making: Mutex<Making>,
+    window: Mutex<Window>,
+    retain: usize,
     /// The number of entries published so far; connections wait on it.
     published: watch::Sender<u64>,
 }
@@ -145,26 +184,36 @@ pub(crate) struct Read {
     pub(crate) skipped: u64,
 }
 
+/// Takes a lock; a panic while holding one leaves its data consistent (entries are pushed and
+/// popped whole), so a poisoned lock is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Log {
-    pub(crate) fn new(producer: Producer, limit: Option<u64>, window: usize) -> Log {
+    /// A log of what `producer` makes, at most `limit` entries, keeping the last `window`;
+    /// without a window, every entry of a bounded source, else the last million.
+    pub(crate) fn new(producer: Producer, limit: Option<u64>, window: Option<usize>) -> Log {
+        let bounded = match &producer {
+            Producer::Entries(entries) => Some(entries.len() as u64),
+            Producer::Generated(_) => None,
+        };
+        let retain = match (window, limit.or(bounded)) {
+            (Some(window), _) => window.max(1),
+            (None, Some(all)) => usize::try_from(all).unwrap_or(usize::MAX).max(1),
+            (None, None) => DEFAULT_WINDOW,
+        };
         Log {
-            inner: Mutex::new(Inner {
-                entries: VecDeque::new(),
-                first: 0,
+            making: Mutex::new(Making {
                 producer,
                 remaining: limit,
             }),
-            window: window.max(1),
+            window: Mutex::new(Window::default()),
+            retain,
             published: watch::channel(0).0,
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves the window consistent (entries are only pushed
-        // and popped whole), so a poisoned lock is still usable.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A receiver that changes when entries are published.
@@ -179,63 +228,59 @@ impl Log {
 
     /// Whether the producer has nothing more.
     pub(crate) fn exhausted(&self) -> bool {
-        let inner = self.lock();
-        match &inner.producer {
-            _ if inner.remaining == Some(0) => true,
-            Producer::Entries(entries) => entries.len() == 0,
-            Producer::Generated(_) => false,
-        }
+        lock(&self.making).exhausted()
     }
 
     /// Where a connection without a cursor starts: after everything published (live).
     pub(crate) fn head(&self) -> u64 {
-        self.lock().published()
+        lock(&self.window).published()
     }
 
     /// Where a connection with `cursor` starts: the first entry in the window with
     /// `time_us >= cursor`, the start of the window when the cursor is older, live when newer.
     pub(crate) fn position_for(&self, cursor: i64) -> u64 {
-        let inner = self.lock();
-        let offset = inner
+        let window = lock(&self.window);
+        let offset = window
             .entries
             .iter()
             .position(|entry| entry.time_us >= cursor)
-            .unwrap_or(inner.entries.len());
-        inner.first + offset as u64
+            .unwrap_or(window.entries.len());
+        window.first + offset as u64
+    }
+
+    /// Publishes at most one chunk of entries towards `target` published; returns the number
+    /// published.
+    pub(crate) fn publish_chunk(&self, target: u64) -> u64 {
+        let mut making = lock(&self.making);
+        let published = self.published();
+        let wanted = target.saturating_sub(published).min(CHUNK);
+        let chunk: Vec<Arc<Entry>> = (0..wanted)
+            .map_while(|_| making.next().map(Arc::new))
+            .collect();
+        if chunk.is_empty() {
+            return published;
+        }
+        let mut window = lock(&self.window);
+        window.entries.extend(chunk);
+        let excess = window.entries.len().saturating_sub(self.retain);
+        window.entries.drain(..excess);
+        window.first += excess as u64;
+        let published = window.published();
+        drop(window);
+        self.published.send_replace(published);
+        published
     }
 
     /// Publishes entries until `target` are published (or the producer runs out).
     pub(crate) fn publish_until(&self, target: u64) {
-        let mut inner = self.lock();
-        let published_before = inner.published();
-        while inner.published() < target && self.produce_one(&mut inner) {}
-        let published = inner.published();
-        drop(inner);
-        if published != published_before {
-            self.published.send_replace(published);
+        let mut published = self.published();
+        while published < target {
+            let now = self.publish_chunk(target);
+            if now == published {
+                break;
+            }
+            published = now;
         }
-    }
-
-    fn produce_one(&self, inner: &mut Inner) -> bool {
-        if inner.remaining == Some(0) {
-            return false;
-        }
-        let entry = match &mut inner.producer {
-            Producer::Generated(generator) => Entry::from_event(&generator.next_event()),
-            Producer::Entries(entries) => match entries.next() {
-                Some(entry) => entry,
-                None => return false,
-            },
-        };
-        if let Some(remaining) = inner.remaining.as_mut() {
-            *remaining -= 1;
-        }
-        inner.entries.push_back(Arc::new(entry));
-        if inner.entries.len() > self.window {
-            inner.entries.pop_front();
-            inner.first += 1;
-        }
-        true
     }
 
     /// Up to `max` entries from `*position`, advancing it. With `on_demand`, a reader at the
@@ -244,20 +289,16 @@ impl Log {
         if on_demand && *position >= self.published() {
             self.publish_until(*position + max as u64);
         }
-        let inner = self.lock();
+        let window = lock(&self.window);
         let mut skipped = 0;
-        if *position < inner.first {
-            skipped = inner.first - *position;
-            *position = inner.first;
+        if *position < window.first {
+            skipped = window.first - *position;
+            *position = window.first;
         }
-        let start = usize::try_from(*position - inner.first).unwrap_or(usize::MAX);
-        let entries: Vec<_> = inner
-            .entries
-            .iter()
-            .skip(start)
-            .take(max)
-            .cloned()
-            .collect();
+        let start = usize::try_from(*position - window.first)
+            .unwrap_or(usize::MAX)
+            .min(window.entries.len());
+        let entries: Vec<_> = window.entries.range(start..).take(max).cloned().collect();
         *position += entries.len() as u64;
         Read { entries, skipped }
     }
@@ -269,7 +310,11 @@ mod tests {
 
     fn generated(limit: Option<u64>, window: usize) -> Log {
         let generator = Generator::new(firehose_synth::Config::default());
-        Log::new(Producer::Generated(Box::new(generator)), limit, window)
+        Log::new(
+            Producer::Generated(Box::new(generator)),
+            limit,
+            Some(window),
+        )
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub struct PipelineBuilder {
     policy: RollPolicy,
     parquet: ParquetOptions,
     consumer: String,
+    claim_idle: Option<Duration>,
     ingest: IngestConfig,
     replay_window: Duration,
     start_live: bool,
@@ -279,6 +280,7 @@ impl PipelineBuilder {
             policy: RollPolicy::default(),
             parquet: ParquetOptions::default(),
             consumer: "writer".into(),
+            claim_idle: None,
             ingest: IngestConfig::default(),
             replay_window: crate::replay::DEFAULT_WINDOW,
             start_live: false,
@@ -335,6 +337,16 @@ impl PipelineBuilder {
         self
     }
 
+    /// How long another writer's unacknowledged entries must sit idle before this writer takes
+    /// them over ([`Pipeline::write`] only; default: the roll policy's `max_age` plus
+    /// [`CLAIM_MARGIN`]). Must exceed the longest a batch stays open. A writer that was stopped
+    /// longer (SIGSTOP, a stalled disk) stores nothing of a batch whose entries were taken
+    /// over: the claimer writes them.
+    pub fn with_claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = Some(idle);
+        self
+    }
+
     /// The dataset the writers write ([`Pipeline::ingest`] only). With it, ingest resumes from
     /// the newer of the buffer's checkpoint and the dataset's (which the writers keep too), so
     /// a buffer that lost its data does not make it start live; it refuses to start live over
@@ -366,7 +378,10 @@ impl PipelineBuilder {
         let writer_config = |consumer: String, archive: bool| WriterConfig {
             consumer,
             // The in-memory buffer has one writer; a shared one may have several.
-            claim_idle: (!archive).then_some(self.policy.max_age + CLAIM_MARGIN),
+            claim_idle: (!archive).then(|| {
+                self.claim_idle
+                    .unwrap_or(self.policy.max_age + CLAIM_MARGIN)
+            }),
             drain_on_shutdown: archive,
             ack_on_read: archive,
             policy: self.policy.clone(),

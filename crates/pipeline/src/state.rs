@@ -37,8 +37,11 @@ pub trait StateStore: fmt::Debug + Send + Sync {
     async fn checkpoint(&self) -> Result<Option<i64>>;
     /// Moves the checkpoint to `time_us` if that is later; returns the checkpoint afterwards.
     async fn raise_checkpoint(&self, time_us: i64) -> Result<i64>;
-    /// Records a batch about to be stored.
-    async fn record_batch(&self, ids: &[EntryId]) -> Result<()>;
+    /// Records a batch about to be stored, if `consumer` still holds every one of its entries
+    /// (none was claimed by another writer). Returns the ids it no longer holds; nothing is
+    /// recorded then, and the batch must not be stored: the entries claimed are the claimer's
+    /// to write.
+    async fn record_batch(&self, consumer: &str, ids: &[EntryId]) -> Result<Vec<EntryId>>;
     /// Marks a recorded batch stored.
     async fn mark_stored(&self, first: EntryId) -> Result<()>;
     /// Forgets a batch once acknowledged.
@@ -111,8 +114,8 @@ impl StateStore for DatasetState {
         Ok(time_us)
     }
 
-    async fn record_batch(&self, _ids: &[EntryId]) -> Result<()> {
-        Ok(())
+    async fn record_batch(&self, _consumer: &str, _ids: &[EntryId]) -> Result<Vec<EntryId>> {
+        Ok(Vec::new())
     }
 
     async fn mark_stored(&self, _first: EntryId) -> Result<()> {
@@ -174,13 +177,13 @@ impl StateStore for TableState {
         Ok(i64::try_from(raised).unwrap_or(i64::MAX))
     }
 
-    async fn record_batch(&self, ids: &[EntryId]) -> Result<()> {
+    async fn record_batch(&self, consumer: &str, ids: &[EntryId]) -> Result<Vec<EntryId>> {
         let Some(first) = ids.first() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let value = ids.iter().map(EntryId::to_string).collect::<Vec<_>>();
         self.table
-            .set(&format!("batch:{first}"), &value.join(" "))
+            .set_if_held(&format!("batch:{first}"), &value.join(" "), consumer, ids)
             .await
             .map_err(table_error("record batch"))
     }
@@ -276,8 +279,8 @@ impl StateStore for MirroredState {
         Ok(raised)
     }
 
-    async fn record_batch(&self, ids: &[EntryId]) -> Result<()> {
-        self.table.record_batch(ids).await
+    async fn record_batch(&self, consumer: &str, ids: &[EntryId]) -> Result<Vec<EntryId>> {
+        self.table.record_batch(consumer, ids).await
     }
 
     async fn mark_stored(&self, first: EntryId) -> Result<()> {

@@ -18,6 +18,9 @@ use crate::line::decode_dead_letter;
 use crate::state::StateStore;
 use crate::{Error, Result};
 
+/// The longest between two looks for entries another writer left.
+const CLAIM_EVERY: Duration = Duration::from_secs(30);
+
 /// How the write loop runs.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -101,6 +104,8 @@ struct Sinks {
     buffer: Arc<dyn Buffer>,
     storage: Arc<dyn Storage>,
     state: Arc<dyn StateStore>,
+    /// This writer's consumer name: a batch is recorded only while it holds all its entries.
+    consumer: String,
     parquet: ParquetOptions,
     retry_delay: Duration,
     status: Arc<WriterStatus>,
@@ -141,6 +146,21 @@ pub struct WriteLoop {
 struct Flushed {
     sealed: Sealed,
     events: u64,
+    /// Another writer claimed some of the batch's entries first: nothing was stored.
+    abandoned: bool,
+}
+
+impl Flushed {
+    fn nothing(abandoned: bool) -> Flushed {
+        Flushed {
+            sealed: Sealed {
+                files: Vec::new(),
+                json_bytes: 0,
+            },
+            events: 0,
+            abandoned,
+        }
+    }
 }
 
 impl WriteLoop {
@@ -156,6 +176,7 @@ impl WriteLoop {
                 buffer,
                 storage,
                 state,
+                consumer: config.consumer.clone(),
                 parquet: config.parquet.clone(),
                 retry_delay: config.retry_delay,
                 status: Arc::default(),
@@ -197,7 +218,8 @@ impl WriteLoop {
             if let Some(idle) = self.config.claim_idle
                 && Instant::now() >= next_claim
             {
-                next_claim = Instant::now() + Duration::from_secs(30);
+                // Often enough that entries are taken over soon after the timeout.
+                next_claim = Instant::now() + (idle / 2).clamp(Duration::from_secs(1), CLAIM_EVERY);
                 self.release_acknowledged();
                 let claimed = self
                     .sinks
@@ -209,6 +231,8 @@ impl WriteLoop {
                         source,
                     })?;
                 if !claimed.is_empty() {
+                    metrics::counter!("firehose_writer_entries_claimed_total")
+                        .increment(claimed.len() as u64);
                     info!(
                         entries = claimed.len(),
                         "Took over entries a stopped writer left."
@@ -275,7 +299,16 @@ impl WriteLoop {
     }
 
     async fn load_journal(&mut self) -> Result<()> {
-        for batch in self.sinks.state.batches().await? {
+        let batches = self.sinks.state.batches().await?;
+        // A batch no longer journaled was stored by the writer that recorded it (after this
+        // one claimed some of its entries): what was gathered for it is done with.
+        let journaled: HashSet<EntryId> = batches
+            .iter()
+            .filter_map(|b| b.ids.first().copied())
+            .collect();
+        self.recovering.retain(|first, _| journaled.contains(first));
+        self.journal.retain(|_, first| journaled.contains(first));
+        for batch in batches {
             let Some(&first) = batch.ids.first() else {
                 continue;
             };
@@ -418,7 +451,9 @@ impl WriteLoop {
             })??;
             self.open.observe(&flushed.sealed);
             self.report.events += flushed.events;
-            self.report.batches += 1;
+            self.report.batches += u64::from(!flushed.abandoned);
+            // Stored and acknowledged, or abandoned: either way no longer this writer's to
+            // hold (an abandoned entry it still holds comes back through a claim).
             self.acknowledged.append(&mut self.in_flight_ids);
         }
         Ok(())
@@ -490,13 +525,7 @@ async fn flush(
     newest_us: i64,
 ) -> Result<Flushed> {
     let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
-        return Ok(Flushed {
-            sealed: Sealed {
-                files: Vec::new(),
-                json_bytes: 0,
-            },
-            events: 0,
-        });
+        return Ok(Flushed::nothing(false));
     };
     let started = Instant::now();
     let name =
@@ -505,7 +534,21 @@ async fn flush(
             source,
         })?;
     if !recorded {
-        sinks.state.record_batch(&ids).await?;
+        let lost = sinks.state.record_batch(&sinks.consumer, &ids).await?;
+        if !lost.is_empty() {
+            // This writer was stopped or stalled past the claim timeout while the batch was
+            // open, and another took over some of its entries: those are the claimer's to
+            // write. Storing the batch would store them twice; the entries still held go back
+            // to the buffer's claim, and whoever takes them writes them.
+            warn!(
+                batch = %first,
+                entries = ids.len(),
+                claimed = lost.len(),
+                "Another writer took over entries of this batch while it was open; not storing it."
+            );
+            metrics::counter!("firehose_writer_batches_abandoned_total").increment(1);
+            return Ok(Flushed::nothing(true));
+        }
     }
     let options = sinks.parquet.clone();
     let sealed = tokio::task::spawn_blocking(move || closing.encode(&name, &options))
@@ -600,7 +643,11 @@ async fn flush(
             .increment(file.rows as u64);
     }
     debug!(batch = %first, files = committed.files.len(), events, ms = elapsed.as_millis() as u64, "Stored a batch.");
-    Ok(Flushed { sealed, events })
+    Ok(Flushed {
+        sealed,
+        events,
+        abandoned: false,
+    })
 }
 
 /// Runs `op` until it succeeds or fails in a way `retryable` refuses, waiting between attempts

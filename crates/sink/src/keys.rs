@@ -51,6 +51,14 @@ pub async fn stored_keys(
     Ok(keys)
 }
 
+/// The time and key fingerprint of every row of one Parquet file of `table`, in file order
+/// (`path` names the file in errors): how a check counts the copies of each event stored.
+pub fn file_keys(table: Table, path: &str, data: bytes::Bytes) -> Result<Vec<Peeked>> {
+    let mut keys = Vec::new();
+    read_keys(table, path, data, i64::MIN, &mut keys)?;
+    Ok(keys)
+}
+
 /// Adds the keys of the rows of one file with `time_us >= since_us`.
 fn read_keys(
     table: Table,

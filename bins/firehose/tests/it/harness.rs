@@ -37,6 +37,16 @@ impl Proc {
         status.code().unwrap_or(-1)
     }
 
+    /// Stops the process with SIGSTOP, as a stalled host would.
+    pub(crate) fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub(crate) fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
     /// Sends SIGKILL and waits until the process is gone.
     pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
@@ -248,13 +258,38 @@ pub(crate) fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -
 /// Rows of every event table under a local dataset: `time_us` per table, sorted; and the
 /// number of dead letters.
 pub(crate) fn local_dataset(root: &Path) -> (BTreeMap<Table, Vec<i64>>, usize) {
+    dataset(local_files(root))
+}
+
+/// The Parquet files under a local dataset: path relative to the root, and content.
+pub(crate) fn local_files(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     for path in crate::parquet_files(root) {
         if path.ends_with(".parquet") {
             files.push((path.clone(), std::fs::read(root.join(&path)).unwrap()));
         }
     }
-    dataset(files)
+    files
+}
+
+/// Rows stored more than once, counted by the product's event key (`did`, collection, `rkey`,
+/// `rev` for commits; `did` and `time_us` for identity and account events) over every event
+/// table of `files`, before any de-duplication; and the rows read.
+pub(crate) fn key_duplicates(files: &[(String, Vec<u8>)]) -> (usize, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut duplicates, mut rows) = (0, 0);
+    for (path, data) in files {
+        let table = path.split('/').next().unwrap();
+        if table == "dead_letters" {
+            continue;
+        }
+        let table: Table = table.parse().unwrap();
+        let keys =
+            firehose_sink::keys::file_keys(table, path, bytes::Bytes::from(data.clone())).unwrap();
+        rows += keys.len();
+        duplicates += keys.iter().filter(|k| !seen.insert(k.fingerprint)).count();
+    }
+    (duplicates, rows)
 }
 
 /// Rows of every event table in `files` (path relative to the dataset root, content): only

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod backpressure;
+mod catch_up;
 mod compact;
 mod config;
 mod crash;
@@ -19,6 +20,7 @@ mod redis_auth;
 mod retain;
 mod secrets;
 mod serve;
+mod writers;
 
 use std::collections::BTreeSet;
 use std::path::Path;

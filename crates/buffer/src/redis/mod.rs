@@ -890,6 +890,38 @@ impl crate::SideTable for RedisBuffer {
         })
         .await
     }
+
+    /// Sets a field of the state hash if `consumer` still holds every one of `ids`, in one
+    /// step on the server (a script that checks each id with `XPENDING`).
+    async fn set_if_held(
+        &self,
+        field: &str,
+        value: &str,
+        consumer: &str,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>> {
+        let key = self.state_key();
+        let script = Script::new(scripts::SET_IF_HELD);
+        let ids: Vec<String> = ids.iter().map(EntryId::to_string).collect();
+        let lost: Vec<String> = self
+            .retry("set if held", || {
+                let mut conn = self.conn.clone();
+                let mut invocation = script.prepare_invoke();
+                invocation
+                    .key(&self.stream)
+                    .key(&key)
+                    .arg(&self.group)
+                    .arg(consumer)
+                    .arg(field)
+                    .arg(value)
+                    .arg(&ids);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        lost.iter()
+            .map(|id| id.parse())
+            .collect::<Result<Vec<EntryId>>>()
+    }
 }
 
 #[async_trait]

@@ -117,3 +117,21 @@ if value > current then
 end
 return current
 ";
+
+/// Set field `ARGV[3]` of the state hash `KEYS[2]` to `ARGV[4]`, only if consumer `ARGV[2]` of
+/// group `ARGV[1]` of stream `KEYS[1]` still holds every id `ARGV[5..]` (pending for it: neither
+/// acknowledged nor claimed by another). Returns the ids it no longer holds; the field is set
+/// only when there are none. `XPENDING` does not touch the entries' idle time.
+pub(super) const SET_IF_HELD: &str = r"
+local lost = {}
+for i = 5, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 or p[1][2] ~= ARGV[2] then
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+if #lost == 0 then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+end
+return lost
+";

@@ -16,9 +16,19 @@ use crate::{
 #[tokio::test]
 async fn resumes_from_the_cursor_after_drops_without_a_gap() {
     within_deadline(async {
-        let n = 20_000;
+        // Enough events for several drops however fast the client reads, stamped in the past
+        // (at the generator's 500 a second they span 200 s, and a time in the future does not
+        // move the cursor).
+        let n = 100_000;
         let server = mock(41, n, |c| {
-            c.faults.drop_every = Some(Duration::from_millis(150));
+            c.events = EventSource::Generated {
+                seed: 41,
+                events: Some(n),
+                start_time_us: Some(firehose_core::units::unix_micros_ago(Duration::from_secs(
+                    3600,
+                ))),
+            };
+            c.faults.drop_every = Some(Duration::from_millis(40));
         })
         .await;
         let expected = expected(&server, n);

@@ -1,6 +1,7 @@
 //! The client against the mock Jetstream server over real loopback sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
+mod catch_up;
 mod faults;
 mod stream;
 

@@ -227,7 +227,13 @@ async fn a_batch_interrupted_before_its_acknowledgement_is_rewritten_under_the_s
     let taken = buffer.read("w1", 6, Duration::ZERO).await.unwrap();
     assert_eq!(taken.len(), 6);
     let batch_ids: Vec<EntryId> = taken.iter().map(|e| e.id).collect();
-    state.record_batch(&batch_ids).await.unwrap();
+    assert!(
+        state
+            .record_batch("w1", &batch_ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let name = format!("{}_{}.parquet", batch_ids[0], batch_ids[5]);
     let partial = "posts/year=2026/month=11/day=20/hour=00/".to_owned() + &name;
     storage
@@ -256,6 +262,46 @@ async fn a_batch_interrupted_before_its_acknowledgement_is_rewritten_under_the_s
     assert_eq!(ids.len(), 10);
 }
 
+// See: issue 15 (a writer stopped past the claim timeout stored the entries another writer had
+// taken over: both stored them, under different names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_recorded_only_while_its_writer_holds_every_entry() {
+    let Some((buffer, _)) = redis("fence").await else {
+        return;
+    };
+    let state: Arc<dyn StateStore> = Arc::new(TableState::new(buffer.clone()));
+    fill(&*buffer, &lines(4, 1_000), 100).await;
+    let taken = buffer.read("slow", 6, Duration::ZERO).await.unwrap();
+    let ids: Vec<EntryId> = taken.iter().map(|e| e.id).collect();
+    // Another writer takes over two of them (as after the claim timeout).
+    let claimed = buffer.claim("other", Duration::ZERO, 2).await.unwrap();
+    let claimed: Vec<EntryId> = claimed.iter().map(|e| e.id).collect();
+    assert_eq!(claimed, ids[..2]);
+
+    let lost = state.record_batch("slow", &ids).await.unwrap();
+    assert_eq!(lost, claimed, "the claimed entries are reported");
+    assert!(
+        state.batches().await.unwrap().is_empty(),
+        "nothing recorded"
+    );
+    // What it still holds, it can record; an acknowledged entry is held by nobody.
+    assert!(
+        state
+            .record_batch("slow", &ids[2..4])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    buffer.ack(&ids[4..5]).await.unwrap();
+    assert_eq!(
+        state.record_batch("slow", &ids[4..]).await.unwrap(),
+        ids[4..5]
+    );
+    let journal = state.batches().await.unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].ids, ids[2..4]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_batch_left_unacknowledged_is_only_acknowledged() {
     let Some((buffer, _)) = redis("stored").await else {
@@ -267,7 +313,7 @@ async fn a_stored_batch_left_unacknowledged_is_only_acknowledged() {
     fill(&*buffer, &lines(3, 1_000), 250).await;
     let taken = buffer.read("w1", 4, Duration::ZERO).await.unwrap();
     let ids: Vec<EntryId> = taken.iter().map(|e| e.id).collect();
-    state.record_batch(&ids).await.unwrap();
+    assert!(state.record_batch("w1", &ids).await.unwrap().is_empty());
     state.mark_stored(ids[0]).await.unwrap();
 
     let report = write_all(
