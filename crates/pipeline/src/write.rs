@@ -314,6 +314,8 @@ impl WriteLoop {
             };
             if batch.stored {
                 // Its files are durable: only the acknowledgement was missing.
+                metrics::counter!("firehose_writer_batches_recovered_total", "step" => "ack")
+                    .increment(1);
                 ack(&self.sinks, &batch.ids).await?;
                 self.sinks.state.forget_batch(first).await?;
                 continue;
@@ -413,6 +415,8 @@ impl WriteLoop {
             }
         }
         info!(batch = %first, entries = recovery.ids.len(), "Writing a batch again after a restart.");
+        metrics::counter!("firehose_writer_batches_recovered_total", "step" => "store")
+            .increment(1);
         self.finish_in_flight().await?;
         let closing = open.close();
         let flushed = flush(self.sinks.clone(), recovery.ids, closing, true, i64::MIN).await?;

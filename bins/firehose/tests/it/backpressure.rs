@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use firehose_core::Table;
 
 use crate::harness::{
-    Deployment, Proc, Tally, deduplicated, expected_from, figure, free_port, last_time, metrics,
-    mock_from, now_us, rss, start, total, wait_until,
+    BUCKET, Deployment, PREFIX, Proc, Tally, dataset, expected_from, figure, free_port,
+    key_duplicates, last_time, metrics, mock_from, now_us, rss, start, total, wait_until,
 };
 
 /// Events per second from the mock.
@@ -238,7 +238,7 @@ fn s3_down_for_ten_minutes_in_the_server_deployment_keeps_memory_bounded_and_dro
     assert_eq!(ingest.terminate(), 0);
     assert_eq!(writer.terminate(), 0);
 
-    let (stored, dead) = d.dataset();
+    let files = d.s3.parquet_files(BUCKET, PREFIX);
     let buffered = samples.peak(4, down, up);
     let full = samples
         .first_reaching(4, 0.9 * CAPACITY as f64, down, up)
@@ -265,7 +265,7 @@ fn s3_down_for_ten_minutes_in_the_server_deployment_keeps_memory_bounded_and_dro
             (done - up).as_secs_f64()
         ),
     );
-    assert_every_event_once(SCENARIO, &sent, stored, dead);
+    assert_every_event_once(SCENARIO, &sent, files);
     assert!(
         buffered <= CAPACITY as f64,
         "the buffer stayed within its capacity: {buffered} bytes"
@@ -354,7 +354,7 @@ fn s3_down_for_ten_minutes_under_run_keeps_memory_bounded_and_drops_nothing() {
     let samples = sampler.stop();
     assert_eq!(run.terminate(), 0);
 
-    let (stored, dead) = d.dataset();
+    let files = d.s3.parquet_files(BUCKET, PREFIX);
     let buffered = samples.peak(1, down, up);
     let full = samples
         .first_reaching(1, 0.9 * BUFFER as f64, down, up)
@@ -375,7 +375,7 @@ fn s3_down_for_ten_minutes_under_run_keeps_memory_bounded_and_drops_nothing() {
             (done - up).as_secs_f64()
         ),
     );
-    assert_every_event_once(SCENARIO, &sent, stored, dead);
+    assert_every_event_once(SCENARIO, &sent, files);
     assert!(
         buffered <= BUFFER as f64,
         "the buffer stayed within its size: {buffered} bytes"
@@ -383,27 +383,24 @@ fn s3_down_for_ten_minutes_under_run_keeps_memory_bounded_and_drops_nothing() {
     run_rss.assert_bounded(RSS_BOUND);
 }
 
-/// Prints how the dataset compares with what was sent, and asserts that it holds every event,
-/// once after de-duplication, and no dead letter.
+/// Prints how the dataset (its Parquet files) compares with what was sent, and asserts that it
+/// holds every event once, by the event key, before any de-duplication, and no dead letter.
 fn assert_every_event_once(
     scenario: &str,
     sent: &BTreeMap<Table, Vec<i64>>,
-    stored: BTreeMap<Table, Vec<i64>>,
-    dead: usize,
+    files: Vec<(String, Vec<u8>)>,
 ) {
+    let (by_key, _) = key_duplicates(&files);
+    let (stored, dead) = dataset(files);
     let tally = Tally::of(sent, &stored);
-    let (unique, _) = deduplicated(stored);
-    let after = Tally::of(sent, &unique);
     figure(
         scenario,
         format_args!(
-            "{} events sent; {} rows: {} lost, {} duplicates before de-duplication, {} after, \
-             {} unexpected, {dead} dead letters",
+            "{} events sent; {} rows: {} lost, {by_key} duplicates by event key before \
+             de-duplication, {} unexpected, {dead} dead letters",
             tally.sent,
             tally.rows,
             tally.lost.len(),
-            tally.duplicates,
-            after.duplicates,
             tally.unexpected
         ),
     );
@@ -412,7 +409,7 @@ fn assert_every_event_once(
         "lost: {:?}",
         &tally.lost[..tally.lost.len().min(10)]
     );
-    assert_eq!(after.duplicates, 0);
+    assert_eq!((by_key, tally.duplicates), (0, 0));
     assert_eq!(tally.unexpected, 0);
     assert_eq!(dead, 0);
 }
