@@ -405,6 +405,59 @@ def render_cloud_init(deploy: Path, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Query memory limits: below their container's or unit's limit, with room to spare.
+
+# What a query process holds besides DataFusion's pool (the runtime, the HTTP server, answers
+# being written, Parquet footers): the pool gets at most the limit less this, and 75% of it.
+QUERY_OVERHEAD = 512 * 1024**2
+QUERY_SHARE = 0.75
+# Subcommands that run queries, and so take --memory-limit (default 2G, too much anywhere here).
+QUERY_COMMANDS = ("serve", "query")
+
+
+def memory_limit_problem(at: str, words: list[str], container: int | None) -> str | None:
+    """The problem with a query process's --memory-limit under a container limit, if any."""
+    if container is None:
+        return f"{at}: runs queries without a memory limit of its own (MemoryMax or deploy.resources.limits.memory)"
+    flag = next((w.split("=", 1)[1] for w in words if w.startswith("--memory-limit=")), None)
+    if flag is None and "--memory-limit" in words[:-1]:
+        flag = words[words.index("--memory-limit") + 1]
+    if flag is None:
+        return f"{at}: runs queries without --memory-limit (the default, 2G, is not below the limit of {container / 1024**2:.0f} MiB)"
+    pool = parse_bytes(flag)
+    room = min(container - QUERY_OVERHEAD, int(container * QUERY_SHARE))
+    if pool > room:
+        return (f"{at}: --memory-limit {flag} leaves no room under the limit of "
+                f"{container / 1024**2:.0f} MiB (at most {room / 1024**2:.0f} MiB: 75% and 512 MiB spare)")
+    return None
+
+
+def check_memory_limits(deploy: Path) -> None:
+    doc = yaml.safe_load((deploy / "docker-compose.yml").read_text())
+    for name, svc in (doc.get("services") or {}).items():
+        command = svc.get("command")
+        words = [str(w) for w in command] if isinstance(command, list) else str(command or "").split()
+        if not words or words[0] not in QUERY_COMMANDS:
+            continue
+        limit = (svc.get("deploy", {}).get("resources", {}).get("limits", {}) or {}).get("memory")
+        found = memory_limit_problem(f"docker-compose.yml: service {name}", words,
+                                     parse_bytes(limit) if limit else None)
+        if found:
+            problems.append(found)
+    for unit in sorted((deploy / "systemd").glob("*.service")):
+        text = unit.read_text()
+        starts = re.findall(r"^ExecStart=(.*)$", text, re.M)
+        words = starts[0].split() if starts else []
+        if len(words) < 2 or not words[0].endswith("/firehose") or words[1] not in QUERY_COMMANDS:
+            continue
+        max_mem = re.search(r"^MemoryMax=(\S+)$", text, re.M)
+        found = memory_limit_problem(f"systemd/{unit.name}", words,
+                                     parse_bytes(max_mem.group(1)) if max_mem else None)
+        if found:
+            problems.append(found)
+
+
+# ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
     deploy = Path(argv[1])
@@ -412,7 +465,7 @@ def main(argv: list[str]) -> int:
     if mode == "static":
         metrics_md = Path(argv[3])
         for check in (check_compose, check_dockerfile, check_redis_conf, check_alert_tests,
-                      check_grafana, check_terraform):
+                      check_grafana, check_terraform, check_memory_limits):
             try:
                 check(deploy)
             except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:

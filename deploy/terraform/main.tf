@@ -84,6 +84,7 @@ resource "hcloud_server" "firehose" {
     redis_password         = var.redis_password
     grafana_admin_password = var.grafana_admin_password
     api_token              = var.api_token
+    retain_older_than      = var.retain_older_than
   })
 
   # cloud-init runs once: changing its inputs later must not replace the server (and its data).

@@ -60,7 +60,7 @@ variable "public_https_cidrs" {
 }
 
 variable "repo_url" {
-  description = "Git URL of the firehose repository that cloud-init clones and builds."
+  description = "Git URL of the firehose repository that cloud-init clones and builds. The server clones it on first boot, so it must be reachable from there: a public HTTPS URL, or one carrying a read-only deploy token."
   type        = string
 }
 
@@ -119,4 +119,10 @@ variable "api_token" {
   description = "Bearer token of the query API."
   type        = string
   sensitive   = true
+}
+
+variable "retain_older_than" {
+  description = "How long the archive keeps hour partitions (firehose retain --older-than, e.g. 365d or 90d): the nightly retention reads it from .env."
+  type        = string
+  default     = "365d"
 }
