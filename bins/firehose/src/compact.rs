@@ -34,6 +34,14 @@ pub(crate) struct Args {
     /// by default); needs room for about the partition's size.
     #[arg(long)]
     spill_dir: Option<PathBuf>,
+    /// Partitions compacted at once, each on a core of its own (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    threads: Option<usize>,
+    /// Memory the partitions compacted at once may take together, each estimated as its
+    /// largest input file + 10 × 8 MiB (a time slice sorted) + its output up to --target-size;
+    /// one partition always runs, however large. Keep it below the memory the process may use.
+    #[arg(long, value_parser = parse_size, default_value = "512MiB")]
+    memory_budget: u64,
     /// Print what would be compacted; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -56,6 +64,11 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let mut options = CompactOptions {
         target_size: args.target_size,
         dry_run: args.dry_run,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1),
+        memory_budget: args.memory_budget,
         ..CompactOptions::default()
     };
     if let Some(dir) = args.spill_dir {
@@ -64,7 +77,9 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let runtime = runtime()?;
     let storage = open_storage(&args.data, &runtime)?;
     let started = Instant::now();
-    let terminal = std::io::stderr().is_terminal();
+    // One partition's reading progress rewrites its line; with several at once, the lines
+    // would overwrite each other.
+    let terminal = std::io::stderr().is_terminal() && options.threads == 1;
     let dry_run = args.dry_run;
     let report = runtime
         .block_on(compact(

@@ -58,6 +58,8 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use bytes::Bytes;
 use firehose_core::{HOUR_US, PartitionKey, layout, schema};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -88,6 +90,13 @@ pub struct CompactOptions {
     pub spill_dir: PathBuf,
     /// Report what would be compacted; read, write and delete nothing.
     pub dry_run: bool,
+    /// Partitions compacted at once, at most (1 by default). Each one's decoding, sorting and
+    /// encoding runs on a blocking thread of its own.
+    pub threads: usize,
+    /// Memory the partitions compacted at once may take together, as estimated by
+    /// [`partition_memory`] (512 MiB by default). One partition is always let through, however
+    /// large.
+    pub memory_budget: u64,
 }
 
 impl Default for CompactOptions {
@@ -98,6 +107,8 @@ impl Default for CompactOptions {
             parquet: ParquetOptions::default(),
             spill_dir: std::env::temp_dir(),
             dry_run: false,
+            threads: 1,
+            memory_budget: 512 << 20,
         }
     }
 }
@@ -282,7 +293,7 @@ pub async fn compact(
     storage: &dyn Storage,
     closed_before_us: i64,
     options: &CompactOptions,
-    mut on_progress: impl FnMut(Progress<'_>),
+    on_progress: impl FnMut(Progress<'_>),
 ) -> Result<Compacted> {
     if options.target_size == 0 || options.slice_bytes == 0 {
         return Err(Error::Config(
@@ -315,32 +326,87 @@ pub async fn compact(
         }
     }
     let total = todo.len();
-    for (i, (key, files)) in todo.into_iter().enumerate() {
-        let partition = key.path();
-        let bytes = files.iter().map(|f| f.size).sum();
-        on_progress(Progress::Started {
-            partition: &partition,
-            index: i + 1,
-            total,
-            files: files.len(),
-            bytes,
-        });
-        let started = std::time::Instant::now();
-        let mut done = if options.dry_run {
-            PartitionCompacted {
-                partition: partition.clone(),
-                files_in: files.len(),
-                bytes_in: bytes,
-                ..PartitionCompacted::default()
+    // Partitions run concurrently, as futures of this task whose heavy steps run on blocking
+    // threads; progress callbacks come one at a time (the futures are polled in turn, and none
+    // holds the callback across an await).
+    let progress = std::cell::RefCell::new(on_progress);
+    let threads = options.threads.max(1);
+    let mut queue = todo.into_iter().enumerate().peekable();
+    let mut running = FuturesUnordered::new();
+    let mut reserved = 0u64;
+    loop {
+        while let Some((_, (_, files))) = queue.peek() {
+            let memory = partition_memory(files, options);
+            let full =
+                running.len() >= threads || reserved.saturating_add(memory) > options.memory_budget;
+            if full && !running.is_empty() {
+                break;
             }
-        } else {
-            compact_partition(storage, key, &files, options, &mut on_progress).await?
+            let Some((i, (key, files))) = queue.next() else {
+                break;
+            };
+            reserved += memory;
+            let progress = &progress;
+            running.push(async move {
+                let mut report = |p: Progress<'_>| (progress.borrow_mut())(p);
+                let done =
+                    compact_one(storage, key, files, i + 1, total, options, &mut report).await;
+                (memory, done)
+            });
+        }
+        let Some((memory, done)) = running.next().await else {
+            break;
         };
-        done.elapsed = started.elapsed();
-        on_progress(Progress::Finished(&done));
-        report.add(&done);
+        reserved -= memory;
+        report.add(&done?);
     }
     Ok(report)
+}
+
+/// The memory one partition's compaction takes, at most about: its largest input (read whole),
+/// ten times the slice size (a slice decoded, sorted and merged) and the output being encoded
+/// (up to the target size, or the partition's size when smaller).
+pub fn partition_memory(files: &[ObjectInfo], options: &CompactOptions) -> u64 {
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    let largest = files.iter().map(|f| f.size).max().unwrap_or(0);
+    largest
+        .saturating_add(options.slice_bytes.saturating_mul(10))
+        .saturating_add(bytes.min(options.target_size))
+}
+
+/// Compacts (or, dry, reports) the `index`-th partition of `total`, with its progress.
+async fn compact_one(
+    storage: &dyn Storage,
+    key: PartitionKey,
+    files: Vec<ObjectInfo>,
+    index: usize,
+    total: usize,
+    options: &CompactOptions,
+    on_progress: &mut impl FnMut(Progress<'_>),
+) -> Result<PartitionCompacted> {
+    let partition = key.path();
+    let bytes = files.iter().map(|f| f.size).sum();
+    on_progress(Progress::Started {
+        partition: &partition,
+        index,
+        total,
+        files: files.len(),
+        bytes,
+    });
+    let started = std::time::Instant::now();
+    let mut done = if options.dry_run {
+        PartitionCompacted {
+            partition: partition.clone(),
+            files_in: files.len(),
+            bytes_in: bytes,
+            ..PartitionCompacted::default()
+        }
+    } else {
+        compact_partition(storage, key, &files, options, on_progress).await?
+    };
+    done.elapsed = started.elapsed();
+    on_progress(Progress::Finished(&done));
+    Ok(done)
 }
 
 /// The file name of a dataset path.

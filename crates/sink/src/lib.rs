@@ -77,7 +77,9 @@ pub mod s3;
 mod storage;
 mod writer;
 
-pub use compact::{CompactOptions, Compacted, PartitionCompacted, Progress, compact};
+pub use compact::{
+    CompactOptions, Compacted, PartitionCompacted, Progress, compact, partition_memory,
+};
 pub use encode::{Compression, ParquetOptions, encode};
 pub use keys::stored_keys;
 pub use local::LocalStorage;

@@ -329,3 +329,54 @@ async fn open_hours_and_foreign_files_are_left_alone() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// See: issue 16 (compaction used one core whatever the machine had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_compaction_writes_the_same_files_as_one_thread() {
+    let events = generated();
+    let mut datasets = Vec::new();
+    // One at a time; four at once; four allowed but a budget that lets one through at a time.
+    for (name, threads, memory_budget) in [
+        ("one", 1, u64::MAX),
+        ("four", 4, u64::MAX),
+        ("budget", 4, 1),
+    ] {
+        let dir = temp_dir(&format!("compact-parallel-{name}"));
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+        let writer = Writer::new(storage.clone(), ParquetOptions::default());
+        let (written, _) = write_with_duplicates(&writer, &events).await;
+        let options = CompactOptions {
+            threads,
+            memory_budget,
+            ..small_files()
+        };
+        let (mut running, mut most) = (0usize, 0usize);
+        let done = compact(storage.as_ref(), i64::MAX, &options, |p| match p {
+            Progress::Started { .. } => {
+                running += 1;
+                most = most.max(running);
+            }
+            Progress::Finished(_) => running -= 1,
+            _ => {}
+        })
+        .await
+        .unwrap();
+        assert_eq!(done.rows_in, written.len() as u64);
+        match (threads, memory_budget) {
+            (1, _) | (_, 1) => assert_eq!(most, 1, "{name}: one partition at a time"),
+            _ => assert!(most > 1, "{name}: partitions ran at once ({most})"),
+        }
+        let mut files = Vec::new();
+        for object in storage.list("").await.unwrap() {
+            let data = storage.get(&object.path).await.unwrap();
+            files.push((object.path, data));
+        }
+        datasets.push((done, files));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let (first, rest) = datasets.split_first().unwrap();
+    for other in rest {
+        assert_eq!(other.0, first.0, "the same report");
+        assert_eq!(other.1, first.1, "the same files, byte for byte");
+    }
+}
