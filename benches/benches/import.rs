@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use firehose_benches::process_cpu;
+use firehose_benches::{median, peak_rss_mb, process_cpu};
 use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::LocalStorage;
 use firehose_synth::Config;
@@ -20,22 +20,6 @@ use firehose_synth::Config;
 /// The allocator the `firehose` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The peak resident set since the last reset, in MB (`VmHWM`).
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in kB");
-    kb / 1024.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use firehose_benches::process_cpu;
+use firehose_benches::{median, process_cpu};
 use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
 use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer, encode};
 
@@ -37,11 +37,6 @@ fn thread_cpu() -> Duration {
         .and_then(|f| f.parse().ok())
         .expect("schedstat starts with the time on CPU in ns");
     Duration::from_nanos(ns)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[derive(Default)]

@@ -20,3 +20,23 @@ pub fn process_cpu() -> Duration {
         .sum();
     Duration::from_millis(10 * ticks)
 }
+
+/// The peak resident set since the last reset (write `5` to `/proc/self/clear_refs`), in MB
+/// (`VmHWM`); zero where `/proc` cannot be read.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The median of the rounds' figures (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}

@@ -34,7 +34,8 @@ pub(crate) struct Args {
     /// by default); needs room for about the partition's size.
     #[arg(long)]
     spill_dir: Option<PathBuf>,
-    /// Partitions compacted at once, each on a core of its own (default: the number of cores).
+    /// Partitions compacted at once (default: the number of cores plus one: a partition waits
+    /// on reads and fsyncs part of the time, and another one fills the core meanwhile).
     #[arg(long, short = 'j', value_name = "N")]
     threads: Option<usize>,
     /// Memory the partitions compacted at once may take together, each estimated as its
@@ -66,7 +67,7 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         dry_run: args.dry_run,
         threads: args
             .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from) + 1)
             .max(1),
         memory_budget: args.memory_budget,
         ..CompactOptions::default()

@@ -325,6 +325,11 @@ pub async fn compact(
             todo.push((key, files));
         }
     }
+    // Largest first: the small partitions fill in around the large ones, instead of one large
+    // partition running alone at the end while the other threads idle.
+    if options.threads > 1 {
+        todo.sort_by_key(|(_, files)| std::cmp::Reverse(files.iter().map(|f| f.size).sum::<u64>()));
+    }
     let total = todo.len();
     // Partitions run concurrently, as futures of this task whose heavy steps run on blocking
     // threads; progress callbacks come one at a time (the futures are polled in turn, and none

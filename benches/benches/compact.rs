@@ -1,0 +1,138 @@
+//! `firehose compact`'s scaling with threads: the same uncompacted dataset (generated events
+//! over six hours, imported in units of 20,000 lines: about 50 files in each of some 60 table
+//! and hour partitions) compacted with 1 thread, then with 2, as `firehose_sink::compact` runs
+//! it (partitions at once, each one's decoding, sorting and encoding on a blocking thread).
+//!
+//! `cargo bench -p firehose-benches --bench compact [-- EVENTS [ROUNDS [THREADS…]]]`
+//! (1,000,000 events, 3 rounds, 1 and 2 threads by default) prints for each thread count the
+//! wall time, events per second, CPU seconds, events per CPU-second and the peak RSS of the
+//! round (reset before each round through `/proc/self/clear_refs`), each the median of the
+//! rounds; then each rate as a multiple of the first. Every round compacts a fresh copy.
+#![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use firehose_benches::{median, peak_rss_mb, process_cpu};
+use firehose_import::{ImportOptions, Input, import};
+use firehose_sink::{CompactOptions, LocalStorage, compact};
+use firehose_synth::Config;
+
+/// The allocator the `firehose` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy file");
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let events: u64 = args
+        .first()
+        .map_or(1_000_000, |a| a.parse().expect("EVENTS"));
+    let rounds: usize = args.get(1).map_or(3, |a| a.parse().expect("ROUNDS"));
+    let threads: Vec<usize> = match args.get(2..) {
+        Some(list) if !list.is_empty() => {
+            list.iter().map(|a| a.parse().expect("THREADS")).collect()
+        }
+        _ => vec![1, 2],
+    };
+    let dir = std::env::temp_dir().join(format!("firehose-bench-compact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let capture = dir.join("capture.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&capture).expect("capture"));
+    firehose_synth::write_json_lines(
+        Config {
+            seed: 6,
+            // Six hours of event time.
+            rate: events as f64 / (6.0 * 3600.0),
+            ..Config::default()
+        },
+        events,
+        &mut out,
+    )
+    .expect("write the capture");
+    drop(out);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let uncompacted = dir.join("uncompacted");
+    let imported = runtime
+        .block_on(import(
+            &[Input::File(capture.clone())],
+            Arc::new(LocalStorage::new(&uncompacted)),
+            &ImportOptions {
+                batch_lines: 20_000,
+                ..ImportOptions::default()
+            },
+            |_| {},
+        ))
+        .expect("import");
+    assert_eq!(imported.events, events);
+    println!(
+        "{events} events in {} files; {rounds} rounds; {} cores",
+        imported.files,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("threads  wall s  events/s   CPU s  events/CPU-s  peak RSS MB  partitions  files out");
+    let mut rates = Vec::new();
+    for &n in &threads {
+        let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        let mut last = None;
+        for round in 0..rounds {
+            let work = dir.join(format!("work-{n}-{round}"));
+            copy_tree(&uncompacted, &work);
+            let storage = LocalStorage::new(&work);
+            let options = CompactOptions {
+                threads: n,
+                memory_budget: u64::MAX,
+                ..CompactOptions::default()
+            };
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let (cpu0, started) = (process_cpu(), Instant::now());
+            let done = runtime
+                .block_on(compact(&storage, i64::MAX, &options, |_| {}))
+                .expect("compact");
+            wall.push(started.elapsed().as_secs_f64());
+            cpu.push((process_cpu() - cpu0).as_secs_f64());
+            rss.push(peak_rss_mb());
+            assert_eq!(done.rows_in, events);
+            last = Some(done);
+            std::fs::remove_dir_all(&work).expect("clean up");
+        }
+        let done = last.expect("a round");
+        let (wall, cpu, rss) = (median(wall), median(cpu), median(rss));
+        let rate = events as f64 / wall;
+        rates.push(rate);
+        println!(
+            "{n:>7}  {wall:>6.2}  {rate:>8.0}  {cpu:>6.2}  {:>12.0}  {rss:>11.0}  {:>10}  {:>9}",
+            events as f64 / cpu,
+            done.partitions,
+            done.files_out
+        );
+    }
+    for (n, rate) in threads.iter().zip(&rates).skip(1) {
+        println!(
+            "{n} threads: {:.2}× the rate of {}",
+            rate / rates[0],
+            threads[0]
+        );
+    }
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
