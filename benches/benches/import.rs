@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use firehose_benches::{median, peak_rss_mb, process_cpu};
+use firehose_benches::{ScalingArgs, median, peak_rss_mb, process_cpu, write_capture};
 use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::LocalStorage;
 use firehose_synth::Config;
@@ -22,34 +22,21 @@ use firehose_synth::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let events: u64 = args
-        .first()
-        .map_or(1_000_000, |a| a.parse().expect("EVENTS"));
-    let rounds: usize = args.get(1).map_or(3, |a| a.parse().expect("ROUNDS"));
-    let threads: Vec<usize> = match args.get(2..) {
-        Some(list) if !list.is_empty() => {
-            list.iter().map(|a| a.parse().expect("THREADS")).collect()
-        }
-        _ => vec![1, 2],
-    };
+    let ScalingArgs {
+        events,
+        rounds,
+        threads,
+    } = ScalingArgs::from_env();
     let dir = std::env::temp_dir().join(format!("firehose-bench-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let capture = dir.join("capture.jsonl");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&capture).expect("capture"));
-    firehose_synth::write_json_lines(
+    let capture = write_capture(
+        &dir,
         Config {
             seed: 5,
             ..Config::default()
         },
         events,
-        &mut out,
-    )
-    .expect("write the capture");
-    drop(out);
+    );
     let size = std::fs::metadata(&capture).expect("capture").len();
     println!(
         "{events} events, {:.0} MB of JSON; {rounds} rounds; {} cores",

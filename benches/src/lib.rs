@@ -40,3 +40,52 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// What a scaling benchmark (`import`, `compact`) is asked for on its command line:
+/// `[EVENTS [ROUNDS [THREADS…]]]`, flags such as `--bench` ignored; 1,000,000 events, 3 rounds,
+/// 1 and 2 threads by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalingArgs {
+    /// Events to generate.
+    pub events: u64,
+    /// Rounds per thread count (the figures are their medians).
+    pub rounds: usize,
+    /// Thread counts, in order; the first is the baseline.
+    pub threads: Vec<usize>,
+}
+
+impl ScalingArgs {
+    /// Reads the process's arguments; a malformed one stops the benchmark with its name.
+    #[allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
+    pub fn from_env() -> ScalingArgs {
+        let args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
+        ScalingArgs {
+            events: args
+                .first()
+                .map_or(1_000_000, |a| a.parse().expect("EVENTS")),
+            rounds: args.get(1).map_or(3, |a| a.parse().expect("ROUNDS")),
+            threads: match args.get(2..) {
+                Some(list) if !list.is_empty() => {
+                    list.iter().map(|a| a.parse().expect("THREADS")).collect()
+                }
+                _ => vec![1, 2],
+            },
+        }
+    }
+}
+
+/// Writes `events` generated events as JSON lines to `dir/capture.jsonl` and returns its path.
+#[allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
+pub fn write_capture(
+    dir: &std::path::Path,
+    config: firehose_synth::Config,
+    events: u64,
+) -> std::path::PathBuf {
+    let capture = dir.join("capture.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&capture).expect("capture"));
+    firehose_synth::write_json_lines(config, events, &mut out).expect("write the capture");
+    capture
+}
