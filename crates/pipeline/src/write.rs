@@ -418,8 +418,21 @@ impl WriteLoop {
         metrics::counter!("firehose_writer_batches_recovered_total", "step" => "store")
             .increment(1);
         self.finish_in_flight().await?;
+        // The checkpoint may pass everything this writer has seen once nothing is left
+        // unacknowledged or open: when a rewrite is the last batch (a writer took over the
+        // batch of one that stopped), nothing else would raise it.
+        if let Some(newest) = open.watermark_us() {
+            self.newest_us = self.newest_us.max(newest);
+        }
         let closing = open.close();
-        let flushed = flush(self.sinks.clone(), recovery.ids, closing, true, i64::MIN).await?;
+        let flushed = flush(
+            self.sinks.clone(),
+            recovery.ids,
+            closing,
+            true,
+            self.newest_us,
+        )
+        .await?;
         self.report.events += flushed.events;
         Ok(())
     }
