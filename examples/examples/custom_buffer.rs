@@ -58,6 +58,10 @@ impl<B: Buffer> Buffer for Tally<B> {
     async fn stats(&self) -> Result<Stats> {
         self.inner.stats().await
     }
+
+    async fn peek(&self, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>> {
+        self.inner.peek(after, count).await
+    }
 }
 
 fn small(when_full: WhenFull) -> Tally<InMemory> {
@@ -84,6 +88,7 @@ async fn main() {
     suite::full_rejects(&small(WhenFull::Reject)).await;
     suite::full_blocks(&small(WhenFull::Block)).await;
     suite::stats_accurate(&Tally::new(InMemory::new())).await;
+    suite::peek_lists_without_delivering(&Tally::new(InMemory::new())).await;
     suite::read_blocks_until_append(&Tally::new(InMemory::new())).await;
     let (appended, acknowledged) = (
         tally.appended.load(Relaxed),

@@ -479,3 +479,43 @@ pub async fn read_blocks_until_append(b: &dyn Buffer) {
     b.ack_entries(&got).await.expect("ack");
     assert_empty(b).await;
 }
+
+/// `peek` lists what is not acknowledged, oldest first and in pages, without delivering it;
+/// the replay-free flag of each batch comes back as appended.
+pub async fn peek_lists_without_delivering(b: &dyn Buffer) {
+    let mut appended = Vec::new();
+    for i in 0..5u64 {
+        let id = b
+            .append(batch(1, i * 2, 2, 40, 1_000 + i).with_replay_free(i % 2 == 0))
+            .await
+            .expect("append");
+        appended.push(id);
+    }
+    let first_page = b.peek(None, 3).await.expect("peek");
+    let ids: Vec<EntryId> = first_page.iter().map(|e| e.id).collect();
+    assert_eq!(ids, appended[..3]);
+    let rest = b.peek(ids.last().copied(), 10).await.expect("peek");
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), appended[3..]);
+    for (i, entry) in first_page.iter().chain(&rest).enumerate() {
+        assert_eq!(entry.deliveries, 0);
+        assert_eq!(entry.batch.is_replay_free(), i % 2 == 0, "entry {i}");
+        assert_eq!(entry.batch.len(), 2);
+    }
+    // Peeking delivered nothing: a consumer still gets all five, flags intact.
+    let read = b.read("c", 10, Duration::ZERO).await.expect("read");
+    assert_eq!(read.len(), 5);
+    assert!(read.iter().all(|e| e.deliveries == 1));
+    assert_eq!(
+        read.iter()
+            .map(|e| e.batch.is_replay_free())
+            .collect::<Vec<_>>(),
+        [true, false, true, false, true]
+    );
+    assert!(
+        b.peek(appended.last().copied(), 10)
+            .await
+            .expect("peek")
+            .is_empty()
+    );
+    b.ack_entries(&read).await.expect("ack");
+}

@@ -297,6 +297,7 @@ pub struct Batch {
     events: Vec<Bytes>,
     oldest_time_us: u64,
     bytes: u64,
+    replay_free: bool,
 }
 
 impl Batch {
@@ -307,7 +308,23 @@ impl Batch {
             events,
             oldest_time_us,
             bytes,
+            replay_free: false,
         }
+    }
+
+    /// Says whether the producer vouches that none of the events was appended before (it
+    /// checked them against everything it passed on since it resumed, as ingest's replay
+    /// filter does): the writer then marks the files it writes from such batches alone
+    /// duplicate-free. Kept with the entry.
+    pub fn with_replay_free(mut self, replay_free: bool) -> Self {
+        self.replay_free = replay_free;
+        self
+    }
+
+    /// Whether the producer vouched that none of the events was appended before
+    /// ([`with_replay_free`](Self::with_replay_free)); `false` unless it said so.
+    pub fn is_replay_free(&self) -> bool {
+        self.replay_free
     }
 
     /// The events, in the order they were appended.
@@ -348,6 +365,7 @@ impl fmt::Debug for Batch {
             .field("events", &self.events.len())
             .field("bytes", &self.bytes)
             .field("oldest_time_us", &self.oldest_time_us)
+            .field("replay_free", &self.replay_free)
             .finish()
     }
 }
@@ -521,6 +539,12 @@ pub trait Buffer: fmt::Debug + fmt::Display + Send + Sync {
 
     /// A snapshot of the buffer for monitoring.
     async fn stats(&self) -> Result<Stats>;
+
+    /// Up to `count` entries not yet acknowledged, oldest first, after `after` (from the oldest
+    /// when `None`), without delivering them to anyone (their delivery counts are 0). A producer
+    /// that restarts reads this way what it appended before that no writer has stored yet.
+    /// May also return acknowledged entries not trimmed yet.
+    async fn peek(&self, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>>;
 }
 
 macro_rules! forward_buffer {
@@ -551,6 +575,9 @@ macro_rules! forward_buffer {
             }
             async fn stats(&self) -> Result<Stats> {
                 (**self).stats().await
+            }
+            async fn peek(&self, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>> {
+                (**self).peek(after, count).await
             }
         }
     };

@@ -415,6 +415,22 @@ impl Buffer for InMemory {
             server_memory: None,
         })
     }
+
+    async fn peek(&self, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>> {
+        use std::ops::Bound;
+        let state = self.state();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .log
+            .range((from, Bound::Unbounded))
+            .take(count)
+            .map(|(&id, batch)| Entry {
+                id,
+                batch: batch.clone(),
+                deliveries: 0,
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -432,6 +448,11 @@ mod tests {
     #[tokio::test]
     async fn append_read_ack() {
         conformance::append_read_ack(&InMemory::new()).await;
+    }
+
+    #[tokio::test]
+    async fn peek_lists_without_delivering() {
+        conformance::peek_lists_without_delivering(&InMemory::new()).await;
     }
 
     #[tokio::test]

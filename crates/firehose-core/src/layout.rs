@@ -29,6 +29,15 @@ pub const DEAD_LETTER_TABLE: &str = "dead_letters";
 /// Compaction's outputs start with this.
 pub const COMPACTED_PREFIX: &str = "compact-";
 
+/// The Parquet key-value metadata key of the duplicate-free mark, with the value
+/// [`DUPLICATE_FREE_VALUE`]: the writer vouches that no event of the file is in another marked
+/// file of the dataset, or twice in the file. A partition whose files all carry it (or are
+/// compaction outputs) needs no de-duplication.
+pub const DUPLICATE_FREE_KEY: &str = "firehose.duplicate_free";
+
+/// The value of [`DUPLICATE_FREE_KEY`] in a marked file.
+pub const DUPLICATE_FREE_VALUE: &str = "true";
+
 /// The name of compaction output `n` (from 1) of the compaction whose inputs hash to `hash`.
 pub fn compacted_file_name(hash: &str, n: usize) -> String {
     format!("{COMPACTED_PREFIX}{hash}-{n:04}.parquet")

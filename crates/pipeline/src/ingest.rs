@@ -151,7 +151,8 @@ impl IngestLoop {
             if pending.lines.is_empty() {
                 continue;
             }
-            let batch = take_batch(&mut pending);
+            let replay_free = self.replay.as_ref().is_some_and(ReplayFilter::is_complete);
+            let batch = take_batch(&mut pending).with_replay_free(replay_free);
             let count = batch.len() as u64;
             tokio::select! {
                 appended = self.buffer.append(batch) => {

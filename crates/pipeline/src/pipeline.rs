@@ -406,8 +406,9 @@ impl PipelineBuilder {
                 );
                 let checkpoint = state.checkpoint().await?;
                 let source = open_source(jetstream, checkpoint, self.start_cursor)?;
+                // The in-memory buffer starts empty: the dataset holds all that was passed on.
                 let replay = self
-                    .replay_filter(Some((storage.as_ref(), jetstream)), checkpoint)
+                    .replay_filter(jetstream, Some(storage.as_ref()), None, checkpoint)
                     .await?;
                 let writer = WriteLoop::new(
                     buffer.clone(),
@@ -440,7 +441,12 @@ impl PipelineBuilder {
                         let checkpoint = self.check_resume(&state, storage.as_ref()).await?;
                         let source = open_source(jetstream, checkpoint, self.start_cursor)?;
                         let filter = self
-                            .replay_filter(Some((storage.as_ref(), jetstream)), checkpoint)
+                            .replay_filter(
+                                jetstream,
+                                Some(storage.as_ref()),
+                                Some(shared.buffer.as_ref()),
+                                checkpoint,
+                            )
                             .await?;
                         (source, filter)
                     }
@@ -448,7 +454,13 @@ impl PipelineBuilder {
                         let checkpoint = shared.state.checkpoint().await?;
                         (
                             open_source(jetstream, checkpoint, self.start_cursor)?,
-                            self.replay_filter(None, checkpoint).await?,
+                            self.replay_filter(
+                                jetstream,
+                                None,
+                                Some(shared.buffer.as_ref()),
+                                checkpoint,
+                            )
+                            .await?,
                         )
                     }
                 };
@@ -531,32 +543,73 @@ impl PipelineBuilder {
         Ok(table.max(in_dataset))
     }
 
-    /// The replay filter, unless the window is zero; seeded, when the dataset is at hand, with
-    /// the keys stored from the resume point (`checkpoint` less the rewind) on.
+    /// The replay filter, unless the window is zero. Seeded, when the dataset is at hand, with
+    /// the keys stored from the resume point (the checkpoint, else the start cursor, else now;
+    /// less the rewind) on, and with the keys of what `buffer` still holds (a shared buffer
+    /// outlives ingest: what it holds is not stored yet, and Jetstream sends it again). With
+    /// both, the filter knows every event passed on since the resume point, and says so
+    /// ([`ReplayFilter::set_complete`]): ingest then marks its batches replay-free.
     async fn replay_filter(
         &self,
-        stored: Option<(&dyn Storage, &firehose_jetstream::Config)>,
+        jetstream: &firehose_jetstream::Config,
+        dataset: Option<&dyn Storage>,
+        buffer: Option<&dyn Buffer>,
         checkpoint: Option<i64>,
     ) -> Result<Option<ReplayFilter>> {
         if self.replay_window.is_zero() {
             return Ok(None);
         }
         let mut filter = ReplayFilter::new(self.replay_window, crate::replay::DEFAULT_MAX_KEYS);
-        if let (Some((storage, jetstream)), Some(checkpoint)) = (stored, checkpoint) {
-            let rewind = i64::try_from(jetstream.rewind.as_micros()).unwrap_or(i64::MAX);
-            let since = checkpoint.saturating_sub(rewind);
-            let keys = firehose_sink::stored_keys(storage, since, crate::unix_us())
+        let rewind = i64::try_from(jetstream.rewind.as_micros()).unwrap_or(i64::MAX);
+        let now = crate::unix_us();
+        let since = checkpoint
+            .or(self.start_cursor)
+            .unwrap_or(now)
+            .saturating_sub(rewind);
+        let mut keys = match dataset {
+            Some(storage) => firehose_sink::stored_keys(storage, since, now)
                 .await
                 .map_err(|source| Error::Sink {
                     op: "read the stored keys",
                     source,
-                })?;
-            info!(
-                keys = keys.len(),
-                since_us = since,
-                "Read the keys stored since the resume point, to drop their replays."
+                })?,
+            None => Vec::new(),
+        };
+        let stored = keys.len();
+        if let Some(buffer) = buffer {
+            let mut after = None;
+            loop {
+                let entries = buffer
+                    .peek(after, 256)
+                    .await
+                    .map_err(|source| Error::Buffer { op: "peek", source })?;
+                let Some(last) = entries.last() else { break };
+                after = Some(last.id);
+                keys.extend(
+                    entries
+                        .iter()
+                        .flat_map(|e| e.batch.events())
+                        .filter_map(|line| firehose_core::key::peek(line)),
+                );
+            }
+            keys.sort_by_key(|k| k.time_us);
+        }
+        info!(
+            stored,
+            buffered = keys.len() - stored,
+            since_us = since,
+            "Read the keys stored since the resume point and those still buffered, to drop their replays."
+        );
+        filter.seed(keys);
+        if dataset.is_none() {
+            // What was stored past the resume point is unknown: its replays pass.
+            return Ok(Some(filter));
+        }
+        filter.set_complete(jetstream.rewind);
+        if !filter.is_complete() {
+            warn!(
+                "The replay filter cannot hold every key since the resume point: some replays may be stored twice, and files are not marked duplicate-free."
             );
-            filter.seed(keys);
         }
         Ok(Some(filter))
     }

@@ -33,6 +33,9 @@ pub struct ReplayFilter {
     keys: HashSet<Fingerprint, BuildHasherDefault<Identity>>,
     order: VecDeque<Peeked>,
     newest_us: i64,
+    /// While `Some`, the filter holds every key passed on since the resume point, and keeps
+    /// the keys a reconnect's rewind (this many microseconds) may send again.
+    complete_with_rewind_us: Option<i64>,
 }
 
 impl ReplayFilter {
@@ -44,7 +47,27 @@ impl ReplayFilter {
             keys: HashSet::default(),
             order: VecDeque::new(),
             newest_us: i64::MIN,
+            complete_with_rewind_us: None,
         }
+    }
+
+    /// Says the filter now holds the key of every event passed on since the resume point (it
+    /// was seeded with what is stored past it and what the buffer still holds), and that the
+    /// source rewinds `rewind` on a reconnect. Every event admitted from then on is new, so
+    /// the batches holding them are replay-free, and the files written from those alone are
+    /// marked duplicate-free. That stays true until the cap forgets a key a replay may still
+    /// bring back (a key newer than the rewind, or a seeded key the replay has not reached):
+    /// see [`is_complete`](Self::is_complete). A window shorter than the rewind is never
+    /// complete.
+    pub fn set_complete(&mut self, rewind: Duration) {
+        let rewind_us = i64::try_from(rewind.as_micros()).unwrap_or(i64::MAX);
+        self.complete_with_rewind_us = (rewind_us <= self.window_us).then_some(rewind_us);
+    }
+
+    /// Whether every event admitted so far was new: [`set_complete`](Self::set_complete) was
+    /// called and the cap has not forgotten a key a replay may bring back since.
+    pub fn is_complete(&self) -> bool {
+        self.complete_with_rewind_us.is_some()
     }
 
     /// Adds keys of events already stored (sorted by time), without moving the window: the
@@ -93,6 +116,18 @@ impl ReplayFilter {
         while let Some(front) = self.order.front() {
             if front.time_us >= horizon && self.order.len() <= self.max_keys {
                 break;
+            }
+            if let Some(rewind_us) = self.complete_with_rewind_us
+                && front.time_us >= horizon
+                && front.time_us > self.newest_us.saturating_sub(rewind_us)
+            {
+                // A replay may still bring this key back: admitted events are no longer
+                // known to be new.
+                self.complete_with_rewind_us = None;
+                tracing::warn!(
+                    keys = self.max_keys,
+                    "The replay filter reached its cap and forgot keys a replay may send again: files are no longer marked duplicate-free until ingest restarts."
+                );
             }
             self.keys.remove(&front.fingerprint);
             self.order.pop_front();
@@ -161,6 +196,31 @@ mod tests {
             capped.admit(like("a", 0).as_bytes()),
             "the oldest went first"
         );
+    }
+
+    #[test]
+    fn the_cap_forgetting_a_key_a_replay_may_send_ends_completeness() {
+        let mut filter = ReplayFilter::new(Duration::from_secs(3600), 3);
+        filter.set_complete(Duration::from_secs(5));
+        assert!(filter.is_complete());
+        // Keys 10 s apart: the cap forgets one older than the 5 s rewind, which no
+        // reconnect sends again.
+        for (i, rkey) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            assert!(filter.admit(like(rkey, i as i64 * 10_000_000).as_bytes()));
+        }
+        assert!(
+            filter.is_complete(),
+            "only a key older than the rewind went"
+        );
+        // Now a burst: four keys within one second; the cap forgets one a rewind resends.
+        for (i, rkey) in ["e", "f", "g", "h"].into_iter().enumerate() {
+            assert!(filter.admit(like(rkey, 40_000_000 + i as i64 * 1_000).as_bytes()));
+        }
+        assert!(!filter.is_complete());
+
+        let mut short = ReplayFilter::new(Duration::from_secs(2), 100);
+        short.set_complete(Duration::from_secs(5));
+        assert!(!short.is_complete(), "a window shorter than the rewind");
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct WriteLoop {
     config: WriterConfig,
     open: OpenFiles,
     open_ids: Vec<EntryId>,
+    /// Every entry in the open files is replay-free: their files are marked duplicate-free.
+    open_replay_free: bool,
     /// The entries in the open files and in the batch being stored. The buffer gives a
     /// consumer its unacknowledged entries again after a failed read (Redis restarting, a
     /// connection dropped): those it holds already are not taken twice.
@@ -185,6 +187,7 @@ impl WriteLoop {
             open: OpenFiles::new(config.policy.grace),
             config,
             open_ids: Vec::new(),
+            open_replay_free: true,
             held: HashSet::new(),
             in_flight_ids: Vec::new(),
             acknowledged: Vec::new(),
@@ -374,6 +377,7 @@ impl WriteLoop {
             .oldest_open_us
             .fetch_min(oldest, Ordering::SeqCst);
         self.open_ids.push(entry.id);
+        self.open_replay_free &= entry.batch.is_replay_free();
         self.held.insert(entry.id);
         for line in entry.batch.events() {
             push_line(
@@ -414,6 +418,10 @@ impl WriteLoop {
                 }
             }
         }
+        let replay_free = recovery
+            .entries
+            .values()
+            .all(|entry| entry.batch.is_replay_free());
         info!(batch = %first, entries = recovery.ids.len(), "Writing a batch again after a restart.");
         metrics::counter!("firehose_writer_batches_recovered_total", "step" => "store")
             .increment(1);
@@ -428,7 +436,10 @@ impl WriteLoop {
         let flushed = flush(
             self.sinks.clone(),
             recovery.ids,
-            closing,
+            Closed {
+                files: closing,
+                replay_free,
+            },
             true,
             self.newest_us,
         )
@@ -446,7 +457,10 @@ impl WriteLoop {
         self.finish_in_flight().await?;
         let ids = std::mem::take(&mut self.open_ids);
         self.in_flight_ids.clone_from(&ids);
-        let closing = self.open.close();
+        let closing = Closed {
+            files: self.open.close(),
+            replay_free: std::mem::replace(&mut self.open_replay_free, true),
+        };
         // The closed files' events are the flush's now; it checkpoints them once stored.
         self.sinks.oldest_open_us.store(i64::MAX, Ordering::SeqCst);
         let newest = self.newest_us;
@@ -532,12 +546,20 @@ fn dead_letter(open: &mut OpenFiles, letter: DeadLetter, report: &mut WriterRepo
     open.push_dead_letter(letter);
 }
 
+/// A batch's closed files, and whether all its entries were replay-free.
+struct Closed {
+    files: Closing,
+    replay_free: bool,
+}
+
 /// Encodes and stores a batch (retrying storage until it succeeds), then acknowledges its
-/// entries and raises the checkpoint. `recorded`: the journal already holds it.
+/// entries and raises the checkpoint. `recorded`: the journal already holds it. The files of
+/// a batch whose entries were all replay-free are marked duplicate-free: its events are in no
+/// other batch, and a batch written again replaces its own files.
 async fn flush(
     sinks: Arc<Sinks>,
     ids: Vec<EntryId>,
-    closing: Closing,
+    closed: Closed,
     recorded: bool,
     newest_us: i64,
 ) -> Result<Flushed> {
@@ -567,7 +589,11 @@ async fn flush(
             return Ok(Flushed::nothing(true));
         }
     }
-    let options = sinks.parquet.clone();
+    let options = ParquetOptions {
+        duplicate_free: closed.replay_free,
+        ..sinks.parquet.clone()
+    };
+    let closing = closed.files;
     let sealed = tokio::task::spawn_blocking(move || closing.encode(&name, &options))
         .await
         .map_err(|e| Error::State {

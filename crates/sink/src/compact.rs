@@ -795,9 +795,12 @@ impl Merge {
             let output = match &mut self.output {
                 Some(o) => o,
                 None => {
-                    let properties = self
-                        .options
-                        .parquet
+                    // Compaction removed the partition's duplicates: its outputs are marked.
+                    let parquet = ParquetOptions {
+                        duplicate_free: true,
+                        ..self.options.parquet.clone()
+                    };
+                    let properties = parquet
                         .writer_properties()
                         .map_err(|e| self.parquet_error(e))?;
                     // Reserved, not touched: the pages the file does not fill never become

@@ -5,9 +5,11 @@ use std::str::FromStr;
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
+use firehose_core::layout::{DUPLICATE_FREE_KEY, DUPLICATE_FREE_VALUE};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Encoding, GzipLevel, ZstdLevel};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -82,6 +84,13 @@ pub struct ParquetOptions {
     /// Rows per row group at most. Row groups are the unit engines skip with statistics and
     /// read in parallel; 128 Ki rows of this data is a few MB compressed.
     pub max_row_group_rows: usize,
+    /// Mark the files duplicate-free ([`DUPLICATE_FREE_KEY`] in the key-value metadata), for
+    /// the query facade to read them without de-duplication. Off by default: set it only for
+    /// events known to be in no other marked file and not twice in the batch, as the
+    /// pipeline's writer does for batches its ingest vouched replay-free.
+    ///
+    /// [`DUPLICATE_FREE_KEY`]: firehose_core::layout::DUPLICATE_FREE_KEY
+    pub duplicate_free: bool,
 }
 
 impl Default for ParquetOptions {
@@ -91,6 +100,7 @@ impl Default for ParquetOptions {
             zstd_level: 1,
             dictionary_page_size_limit: 8 << 20,
             max_row_group_rows: 128 * 1024,
+            duplicate_free: false,
         }
     }
 }
@@ -136,6 +146,12 @@ impl ParquetOptions {
         // time to hash it (1.5% of the size on the generated corpus). CIDs of subjects repeat
         // (the likes of one post) and keep theirs.
         builder = builder.set_column_dictionary_enabled(ColumnPath::from("cid"), false);
+        if self.duplicate_free {
+            builder = builder.set_key_value_metadata(Some(vec![KeyValue::new(
+                DUPLICATE_FREE_KEY.to_owned(),
+                DUPLICATE_FREE_VALUE.to_owned(),
+            )]));
+        }
         Ok(builder.build())
     }
 }

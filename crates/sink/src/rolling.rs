@@ -251,6 +251,11 @@ impl Closing {
                 files.push(encode_file(path.clone(), Some(table), &batch, options)?);
             }
         }
+        // Dead letters have no event key: the mark is not theirs to carry.
+        let letter_options = ParquetOptions {
+            duplicate_free: false,
+            ..options.clone()
+        };
         let mut by_hour: BTreeMap<Hour, Vec<DeadLetter>> = BTreeMap::new();
         for letter in self.dead_letters {
             by_hour
@@ -265,7 +270,7 @@ impl Closing {
                 path,
                 None,
                 &dead_letter_batch(&letters)?,
-                options,
+                &letter_options,
             )?);
         }
         Ok(Sealed {

@@ -559,11 +559,13 @@ impl RedisBuffer {
                 pairs
             }
         };
-        let (mut n, mut t, mut d) = (None, None, None);
+        let (mut n, mut t, mut d, mut r) = (None, None, None, false);
         for (k, v) in pairs {
             match as_str(&k) {
                 Some("n") => n = as_u64(&v),
                 Some("t") => t = as_u64(&v),
+                // Absent from entries appended before the field existed: not replay-free.
+                Some("r") => r = as_str(&v) == Some("1"),
                 Some("d") => {
                     if let Value::BulkString(b) = v {
                         d = Some(Bytes::from(b));
@@ -580,7 +582,7 @@ impl RedisBuffer {
             unframe(d, n).ok_or_else(|| corrupt("framing does not match the event count"))?;
         Ok(Entry {
             id,
-            batch: Batch::new(events, t),
+            batch: Batch::new(events, t).with_replay_free(r),
             deliveries: 1,
         })
     }
@@ -933,16 +935,21 @@ impl Buffer for RedisBuffer {
             });
         }
         let data = frame(&batch);
-        let mut invocation = self.append_script.prepare_invoke();
-        invocation
-            .key(&self.stream)
-            .key(&self.stats_key)
-            .key(&self.meta_key)
-            .arg(self.capacity)
-            .arg(batch.len())
-            .arg(batch.bytes())
-            .arg(batch.oldest_time_us())
-            .arg(data);
+        let prepare = |replay_free: bool| {
+            let mut invocation = self.append_script.prepare_invoke();
+            invocation
+                .key(&self.stream)
+                .key(&self.stats_key)
+                .key(&self.meta_key)
+                .arg(self.capacity)
+                .arg(batch.len())
+                .arg(batch.bytes())
+                .arg(batch.oldest_time_us())
+                .arg(&data)
+                .arg(if replay_free { "1" } else { "0" });
+            invocation
+        };
+        let mut invocation = prepare(batch.is_replay_free());
         let mut wait = Duration::from_millis(1);
         let mut waiting_since = None;
         loop {
@@ -954,6 +961,9 @@ impl Buffer for RedisBuffer {
                     match invocation.invoke_async::<Value>(&mut conn).await {
                         Err(e) if transient(&e) && crate::deadline_after(delay) < deadline => {
                             warn!(server = %self.server, op = "append", error = %e, "Redis unavailable, retrying.");
+                            // The failed call may have appended the batch before its reply
+                            // was lost, so this one may be a second copy: not replay-free.
+                            invocation = prepare(false);
                             sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(2));
                         }
@@ -1137,6 +1147,32 @@ impl Buffer for RedisBuffer {
             capacity_bytes: self.capacity,
             server_memory,
         })
+    }
+
+    async fn peek(&self, after: Option<EntryId>, count: usize) -> Result<Vec<Entry>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        // `(id` starts after the id (Redis 6.2 and later).
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let reply: Value = self
+            .retry("XRANGE", || {
+                let mut conn = self.conn.clone();
+                let cmd = ::redis::cmd("XRANGE")
+                    .arg(&self.stream)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .clone();
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        let (mut entries, _) = self.decode_entries("XRANGE", reply)?;
+        for entry in &mut entries {
+            entry.deliveries = 0;
+        }
+        Ok(entries)
     }
 }
 

@@ -7,7 +7,7 @@
 //! `"<events> <bytes> <oldest time_us>"`, for every unacknowledged entry).
 
 /// Append a batch when it fits. `ARGV`: capacity, event count, bytes, oldest time, framed
-/// data. Returns `{1, id}`, or `{0, used bytes}` when full (a batch is always admitted into an
+/// data, `1` when the batch is replay-free (else `0`). Returns `{1, id}`, or `{0, used bytes}` when full (a batch is always admitted into an
 /// empty buffer, so an oversized one cannot wait forever).
 pub(super) const APPEND: &str = r#"
 local used = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0')
@@ -15,7 +15,7 @@ local size = tonumber(ARGV[3])
 if used > 0 and used + size > tonumber(ARGV[1]) then
   return {0, used}
 end
-local id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[2], 't', ARGV[4], 'd', ARGV[5])
+local id = redis.call('XADD', KEYS[1], '*', 'n', ARGV[2], 't', ARGV[4], 'd', ARGV[5], 'r', ARGV[6])
 redis.call('HINCRBY', KEYS[2], 'entries', 1)
 redis.call('HINCRBY', KEYS[2], 'events', ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'bytes', ARGV[3])

@@ -51,6 +51,7 @@ macro_rules! conformance_test {
 
 conformance_test!(append_read_ack);
 conformance_test!(empty_batch_refused);
+conformance_test!(peek_lists_without_delivering);
 conformance_test!(claim_from_dead_consumer);
 conformance_test!(order_within_producer);
 conformance_test!(stats_accurate);

@@ -448,6 +448,14 @@ impl Buffer for Redelivering {
     async fn stats(&self) -> firehose_buffer::Result<firehose_buffer::Stats> {
         self.inner.stats().await
     }
+
+    async fn peek(
+        &self,
+        after: Option<EntryId>,
+        count: usize,
+    ) -> firehose_buffer::Result<Vec<firehose_buffer::Entry>> {
+        self.inner.peek(after, count).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,6 +635,14 @@ impl Buffer for Recording {
 
     async fn stats(&self) -> firehose_buffer::Result<firehose_buffer::Stats> {
         self.inner.stats().await
+    }
+
+    async fn peek(
+        &self,
+        after: Option<EntryId>,
+        count: usize,
+    ) -> firehose_buffer::Result<Vec<firehose_buffer::Entry>> {
+        self.inner.peek(after, count).await
     }
 }
 
