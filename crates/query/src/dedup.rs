@@ -35,6 +35,8 @@ use datafusion::physical_plan::{
 use firehose_core::Table;
 use futures::StreamExt;
 
+use crate::marks::Marks;
+
 /// Wraps a table's file listing and keeps one row per event key.
 ///
 /// Filters are pushed into the wrapped scan (partition pruning, Parquet statistics and row
@@ -46,6 +48,7 @@ use futures::StreamExt;
 pub(crate) struct DedupTable {
     table: Table,
     inner: Arc<dyn TableProvider>,
+    marks: Marks,
 }
 
 impl fmt::Debug for DedupTable {
@@ -58,7 +61,11 @@ impl fmt::Debug for DedupTable {
 
 impl DedupTable {
     pub(crate) fn new(table: Table, inner: Arc<dyn TableProvider>) -> Self {
-        DedupTable { table, inner }
+        DedupTable {
+            table,
+            inner,
+            marks: Marks::default(),
+        }
     }
 }
 
@@ -142,10 +149,10 @@ impl TableProvider for DedupTable {
             .iter()
             .map(|n| read_schema.index_of(n))
             .collect::<Result<_, _>>()?;
-        let (compacted, raw) = split_compacted(files)?;
+        let (plain, raw) = self.split_duplicate_free(state, files).await?;
         let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(2);
-        if let Some(plan) = compacted {
-            // Compaction already removed the duplicates of these partitions.
+        if let Some(plan) = plain {
+            // Compaction or the writer's replay filter left no duplicate in these partitions.
             let columns: Vec<ProjectionExpr> = output
                 .iter()
                 .map(|&i| {
@@ -170,63 +177,97 @@ impl TableProvider for DedupTable {
 
 type Plan = Arc<dyn ExecutionPlan>;
 
-/// Splits a listing scan into the files of compacted partitions (no duplicates) and the
-/// others (to de-duplicate). Either may be absent. A plan that is not a file scan (an empty
-/// table) counts as not compacted.
-fn split_compacted(files: Plan) -> Result<(Option<Plan>, Option<Plan>)> {
-    let Some(config) = files
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
-    else {
-        return Ok((None, Some(files)));
-    };
-    // The listing keeps or prunes whole partitions, so the files here are all of each
-    // partition's files.
-    let mut partitions: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    for file in config.file_groups.iter().flat_map(FileGroup::iter) {
-        let path = file.object_meta.location.as_ref();
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        partitions.entry(dir).or_default().insert(name);
+impl DedupTable {
+    /// Splits a listing scan into the files of duplicate-free partitions and the others (to
+    /// de-duplicate). Either may be absent. A partition is duplicate-free when its files are
+    /// the outputs of one compaction, or when each of them is a compaction output or carries
+    /// the writer's duplicate-free mark ([`Marks`]). A plan that is not a file scan (an empty
+    /// table) counts as not duplicate-free.
+    async fn split_duplicate_free(
+        &self,
+        state: &dyn Session,
+        files: Plan,
+    ) -> Result<(Option<Plan>, Option<Plan>)> {
+        let Some(config) = files
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+        else {
+            return Ok((None, Some(files)));
+        };
+        // The listing keeps or prunes whole partitions, so the files here are all of each
+        // partition's files.
+        let mut partitions: HashMap<&str, Vec<&PartitionedFile>> = HashMap::new();
+        for file in config.file_groups.iter().flat_map(FileGroup::iter) {
+            let path = file.object_meta.location.as_ref();
+            let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+            partitions.entry(dir).or_default().push(file);
+        }
+        let name = |file: &PartitionedFile| -> String {
+            let path = file.object_meta.location.as_ref();
+            path.rsplit_once('/').map_or(path, |(_, name)| name).to_owned()
+        };
+        let mut free: HashSet<&str> = HashSet::new();
+        let mut to_read: Vec<(&str, &PartitionedFile)> = Vec::new();
+        for (&dir, files) in &partitions {
+            let names: BTreeSet<String> = files.iter().map(|f| name(f)).collect();
+            if firehose_core::layout::is_compacted_partition(names.iter().map(String::as_str)) {
+                free.insert(dir);
+                continue;
+            }
+            to_read.extend(
+                files
+                    .iter()
+                    .filter(|f| firehose_core::layout::compaction_of(&name(f)).is_none())
+                    .map(|&f| (dir, f)),
+            );
+        }
+        if !to_read.is_empty() {
+            let store = state.runtime_env().object_store(&config.object_store_url)?;
+            let files: Vec<&PartitionedFile> = to_read.iter().map(|&(_, f)| f).collect();
+            let marked = self.marks.of(&store, &files).await?;
+            let mut unmarked: HashSet<&str> = HashSet::new();
+            for (&(dir, _), marked) in to_read.iter().zip(marked) {
+                if !marked {
+                    unmarked.insert(dir);
+                }
+            }
+            free.extend(
+                to_read
+                    .iter()
+                    .map(|&(dir, _)| dir)
+                    .filter(|dir| !unmarked.contains(dir)),
+            );
+        }
+        if free.is_empty() {
+            return Ok((None, Some(files)));
+        }
+        if free.len() == partitions.len() {
+            return Ok((Some(files), None));
+        }
+        let is_free = |file: &PartitionedFile| {
+            let path = file.object_meta.location.as_ref();
+            free.contains(path.rsplit_once('/').map_or("", |(dir, _)| dir))
+        };
+        let subset = |keep: bool| -> Result<Arc<dyn ExecutionPlan>> {
+            let groups: Vec<FileGroup> = config
+                .file_groups
+                .iter()
+                .map(|g| {
+                    FileGroup::new(g.iter().filter(|f| is_free(f) == keep).cloned().collect())
+                })
+                .filter(|g| !g.is_empty())
+                .collect();
+            let builder = FileScanConfigBuilder::from(config.clone());
+            let unknown = Statistics::new_unknown(builder.table_schema());
+            let subset = builder
+                .with_file_groups(groups)
+                .with_statistics(unknown)
+                .with_output_partitioning(None)
+                .build();
+            Ok(DataSourceExec::from_data_source(subset))
+        };
+        Ok((Some(subset(true)?), Some(subset(false)?)))
     }
-    let compacted: HashSet<&str> = partitions
-        .iter()
-        .filter(|(_, names)| firehose_core::layout::is_compacted_partition(names.iter().copied()))
-        .map(|(&dir, _)| dir)
-        .collect();
-    if compacted.is_empty() {
-        return Ok((None, Some(files)));
-    }
-    if compacted.len() == partitions.len() {
-        return Ok((Some(files), None));
-    }
-    let is_compacted = |file: &PartitionedFile| {
-        let path = file.object_meta.location.as_ref();
-        compacted.contains(path.rsplit_once('/').map_or("", |(dir, _)| dir))
-    };
-    let subset = |keep: bool| -> Result<Arc<dyn ExecutionPlan>> {
-        let groups: Vec<FileGroup> = config
-            .file_groups
-            .iter()
-            .map(|g| {
-                FileGroup::new(
-                    g.iter()
-                        .filter(|f| is_compacted(f) == keep)
-                        .cloned()
-                        .collect(),
-                )
-            })
-            .filter(|g| !g.is_empty())
-            .collect();
-        let builder = FileScanConfigBuilder::from(config.clone());
-        let unknown = Statistics::new_unknown(builder.table_schema());
-        let subset = builder
-            .with_file_groups(groups)
-            .with_statistics(unknown)
-            .with_output_partitioning(None)
-            .build();
-        Ok(DataSourceExec::from_data_source(subset))
-    };
-    Ok((Some(subset(true)?), Some(subset(false)?)))
 }
 
 /// Drops rows whose key an earlier row had. The partitions of the input share one set of

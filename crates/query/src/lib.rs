@@ -54,6 +54,7 @@
 pub mod cli;
 mod dataset;
 mod dedup;
+mod marks;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;

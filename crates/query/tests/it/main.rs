@@ -4,6 +4,7 @@
 mod answers;
 mod common;
 mod compacted;
+mod marked;
 mod local;
 mod pruning;
 mod s3;

@@ -1,0 +1,99 @@
+//! Files the writer marked duplicate-free are read without de-duplication; a partition holding
+//! one unmarked file (an older writer, another tool) is de-duplicated as before.
+
+use std::sync::Arc;
+
+use firehose_core::{Event, Hour, Table};
+use firehose_query::{Dataset, QueryOptions};
+use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer};
+
+use crate::answers::check_all;
+use crate::common::*;
+
+fn writer(dir: &std::path::Path, duplicate_free: bool) -> Writer {
+    Writer::new(
+        Arc::new(LocalStorage::new(dir)),
+        ParquetOptions {
+            duplicate_free,
+            ..ParquetOptions::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_partitions_skip_dedup_and_unmarked_ones_keep_it() {
+    let events = generated(24_000, 21);
+    let dir = std::env::temp_dir().join(format!("firehose-it-marked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let marked = writer(&dir, true);
+    for (i, chunk) in events.chunks(3_000).enumerate() {
+        let name = BatchName::new(&format!("b{i:03}"), "marked").unwrap();
+        marked.write(&name, chunk).await.unwrap();
+    }
+    let ds = Dataset::open_local(&dir, QueryOptions::default())
+        .await
+        .unwrap();
+    // Every answer is exact on a marked dataset, read without de-duplication.
+    check_all(&ds, &events).await;
+    let explain = |sql: &'static str| {
+        let ds = ds.clone();
+        async move {
+            shown(
+                &ds.sql(&format!("EXPLAIN {sql}"))
+                    .await
+                    .unwrap()
+                    .batches,
+            )
+        }
+    };
+    let plan = explain("SELECT count(*) FROM posts").await;
+    assert!(!plan.contains("DedupExec"), "{plan}");
+
+    // The mark is the writer's word, and the facade takes it: the same posts written again
+    // in a marked file of their own are counted twice (the writer promised they were not
+    // there), which shows the marked partition is not de-duplicated.
+    let hour = Hour::of(events[12_000].time_us);
+    let posts_of_hour = |events: &[Event<'static>]| -> Vec<Event<'static>> {
+        events
+            .iter()
+            .filter(|e| e.table() == Table::Posts && Hour::of(e.time_us) == hour)
+            .cloned()
+            .collect()
+    };
+    let again = posts_of_hour(&events);
+    assert!(!again.is_empty());
+    marked
+        .write(&BatchName::new("lying", "marked").unwrap(), &again)
+        .await
+        .unwrap();
+    let sql = format!(
+        "SELECT count(*) AS n FROM posts WHERE time_us >= {} AND time_us < {}",
+        hour.start_us(),
+        hour.start_us() + firehose_core::HOUR_US
+    );
+    let fresh = Dataset::open_local(&dir, QueryOptions::default())
+        .await
+        .unwrap();
+    let n = ints(&fresh.sql(&sql).await.unwrap(), "n")[0];
+    assert_eq!(n, 2 * again.len() as i64);
+
+    // One unmarked file in the partition: the whole partition is de-duplicated again.
+    writer(&dir, false)
+        .write(&BatchName::new("older", "unmarked").unwrap(), &again[..1])
+        .await
+        .unwrap();
+    let fresh = Dataset::open_local(&dir, QueryOptions::default())
+        .await
+        .unwrap();
+    let n = ints(&fresh.sql(&sql).await.unwrap(), "n")[0];
+    assert_eq!(n, again.len() as i64);
+    let plan = shown(
+        &fresh
+            .sql(&format!("EXPLAIN {sql}"))
+            .await
+            .unwrap()
+            .batches,
+    );
+    assert!(plan.contains("DedupExec"), "{plan}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
