@@ -58,7 +58,9 @@ fn a_catch_up_of_two_million_events_at_250000_a_second_stores_every_one_once() {
     drop(mock);
     let (stored, dead) = local_dataset(&out);
     let tally = Tally::of(&sent, &stored);
-    let (by_key, rows) = key_duplicates(&local_files(&out));
+    let files = local_files(&out);
+    let (by_key, rows) = key_duplicates(&files);
+    let unmarked = crate::harness::unmarked_files(&files);
     figure(
         SCENARIO,
         format_args!(
@@ -81,5 +83,6 @@ fn a_catch_up_of_two_million_events_at_250000_a_second_stores_every_one_once() {
         (by_key, tally.duplicates, tally.unexpected, dead),
         (0, 0, 0, 0)
     );
+    assert_eq!(unmarked, 0, "every file of run is marked duplicate-free");
     assert_eq!(rows as u64, EVENTS);
 }

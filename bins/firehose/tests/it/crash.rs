@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     BUCKET, Deployment, PREFIX, Proc, Rng, START_US, Tally, dataset, deduplicated, expected,
-    figure, free_port, key_duplicates, last_time, local_dataset, metrics, mock, secs_after, start,
+    figure, free_port, key_duplicates, last_time, local_dataset, local_files, unmarked_files, metrics, mock, secs_after, start,
     temp_dir, total, wait_until,
 };
 
@@ -109,9 +109,11 @@ fn writer_sigkill_at_random_moments_keeps_every_event_exactly_once() {
         &tally.lost[..tally.lost.len().min(10)]
     );
     assert_eq!(
-        tally.duplicates, 0,
+        (tally.duplicates, by_key),
+        (0, 0),
         "no event twice, even before de-duplication"
     );
+    assert_eq!(unmarked, 0, "every file of run is marked duplicate-free");
     assert_eq!(tally.unexpected, 0);
     assert_eq!(dead, 0);
 }
@@ -187,13 +189,17 @@ fn run_sigkill_at_random_moments_keeps_every_event_exactly_once() {
     assert_eq!(run.terminate(), 0);
     let (stored, dead) = local_dataset(&out);
     let tally = Tally::of(&sent, &stored);
+    let files = local_files(&out);
+    let (by_key, _) = key_duplicates(&files);
+    let unmarked = unmarked_files(&files);
     figure(
         SCENARIO,
         format_args!(
             "{} events sent, {KILLS} kills of run ({mid_run} before the checkpoint passed the \
              last event, the last at {:.1} s), all stored at {:.1} s; {} rows: {} lost, {} \
-             duplicates before de-duplication ({:.2}% of the events), {} unexpected, \
-             {dead} dead letters",
+             duplicates before de-duplication ({:.2}% of the events; {by_key} by event key), \
+             {} unexpected, {dead} dead letters; {unmarked} of {} files not marked \
+             duplicate-free",
             tally.sent,
             kills_done.as_secs_f64(),
             finished.as_secs_f64(),
@@ -201,7 +207,8 @@ fn run_sigkill_at_random_moments_keeps_every_event_exactly_once() {
             tally.lost.len(),
             tally.duplicates,
             100.0 * tally.duplicates as f64 / tally.sent as f64,
-            tally.unexpected
+            tally.unexpected,
+            files.len()
         ),
     );
     assert!(

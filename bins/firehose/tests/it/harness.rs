@@ -275,8 +275,12 @@ pub(crate) fn local_files(root: &Path) -> Vec<(String, Vec<u8>)> {
 /// Rows stored more than once, counted by the product's event key (`did`, collection, `rkey`,
 /// `rev` for commits; `did` and `time_us` for identity and account events) over every event
 /// table of `files`, before any de-duplication; and the rows read.
+///
+/// Also checks the writer's duplicate-free marks: no key of a marked file is in another marked
+/// file or twice in its own (the promise the query facade relies on to skip de-duplication).
 pub(crate) fn key_duplicates(files: &[(String, Vec<u8>)]) -> (usize, usize) {
     let mut seen = std::collections::HashSet::new();
+    let mut seen_marked = std::collections::HashMap::new();
     let (mut duplicates, mut rows) = (0, 0);
     for (path, data) in files {
         let table = path.split('/').next().unwrap();
@@ -288,8 +292,41 @@ pub(crate) fn key_duplicates(files: &[(String, Vec<u8>)]) -> (usize, usize) {
             firehose_sink::keys::file_keys(table, path, bytes::Bytes::from(data.clone())).unwrap();
         rows += keys.len();
         duplicates += keys.iter().filter(|k| !seen.insert(k.fingerprint)).count();
+        if is_marked(data) {
+            for key in &keys {
+                if let Some(other) = seen_marked.insert(key.fingerprint, path.clone()) {
+                    panic!("files {other} and {path} are both marked duplicate-free and share an event key");
+                }
+            }
+        }
     }
     (duplicates, rows)
+}
+
+/// Whether a Parquet file carries the writer's duplicate-free mark.
+pub(crate) fn is_marked(data: &[u8]) -> bool {
+    use parquet::file::reader::FileReader;
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(data.to_vec()))
+            .unwrap();
+    reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .is_some_and(|kv| {
+            kv.iter().any(|e| {
+                e.key == firehose_core::layout::DUPLICATE_FREE_KEY
+                    && e.value.as_deref() == Some(firehose_core::layout::DUPLICATE_FREE_VALUE)
+            })
+        })
+}
+
+/// Event files (dead letters aside) without the duplicate-free mark.
+pub(crate) fn unmarked_files(files: &[(String, Vec<u8>)]) -> usize {
+    files
+        .iter()
+        .filter(|(path, data)| !path.starts_with("dead_letters/") && !is_marked(data))
+        .count()
 }
 
 /// Rows of every event table in `files` (path relative to the dataset root, content): only

@@ -684,3 +684,61 @@ async fn a_read_of_large_entries_holds_about_a_quarter_of_the_open_files_bound()
     let (times, _) = dataset(&dir);
     assert_eq!(times.len(), 20_000);
 }
+
+/// Whether a Parquet file carries the duplicate-free mark.
+fn marked(path: &Path) -> bool {
+    use parquet::file::reader::FileReader;
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+            .unwrap();
+    reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .is_some_and(|kv| {
+            kv.iter()
+                .any(|e| e.key == firehose_core::layout::DUPLICATE_FREE_KEY)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_replay_free_entries_alone_are_marked_duplicate_free() {
+    let dir = temp_dir("marks");
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
+    let buffer: Arc<dyn Buffer> = Arc::new(InMemory::new());
+    let state: Arc<dyn StateStore> = Arc::new(DatasetState::new(storage.clone()));
+    let input = lines(9, 4_000);
+    // Both entries of each round in one batch, closed by age.
+    let config = || WriterConfig {
+        policy: RollPolicy {
+            max_open_bytes: 64 << 20,
+            ..small_policy()
+        },
+        claim_idle: None,
+        ..WriterConfig::default()
+    };
+    // Two entries vouched replay-free: one batch, its files marked.
+    for chunk in input[..2_000].chunks(1_000) {
+        let oldest = chunk.iter().map(|(t, _)| *t).min().unwrap() as u64;
+        let batch = Batch::new(chunk.iter().map(|(_, l)| l.clone()).collect(), oldest);
+        buffer.append(batch.with_replay_free(true)).await.unwrap();
+    }
+    write_all(buffer.clone(), storage.clone(), state.clone(), config()).await;
+    let first: Vec<PathBuf> = parquet_files(&dir);
+    assert!(!first.is_empty());
+    assert!(first.iter().all(|f| marked(f)), "{first:?}");
+    // A replay-free entry and one without the vouch in the same batch: not marked.
+    for (i, chunk) in input[2_000..].chunks(1_000).enumerate() {
+        let oldest = chunk.iter().map(|(t, _)| *t).min().unwrap() as u64;
+        let batch = Batch::new(chunk.iter().map(|(_, l)| l.clone()).collect(), oldest);
+        buffer.append(batch.with_replay_free(i == 0)).await.unwrap();
+    }
+    write_all(buffer.clone(), storage.clone(), state.clone(), config()).await;
+    let second: Vec<PathBuf> = parquet_files(&dir)
+        .into_iter()
+        .filter(|f| !first.contains(f))
+        .collect();
+    assert!(!second.is_empty());
+    assert!(second.iter().all(|f| !marked(f)), "{second:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
