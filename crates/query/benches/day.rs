@@ -1,7 +1,9 @@
 //! Generates one day of events at a given volume, writes it as the sink does, and times every
 //! typed call and a few SQL queries on it: first on the dataset as the sink leaves it before
-//! compaction (a file per table and hour every five minutes, as the sink rolls its files, plus a
-//! replay of a few seconds once an hour, as after a Jetstream reconnect); then on a copy with
+//! compaction (a file per table and hour every five minutes, as the sink rolls its files, each
+//! marked duplicate-free, as the pipeline's writer marks the batches its replay filter
+//! vouched for; with `--replays`, unmarked files plus a replay of a few seconds once an hour,
+//! as an older writer or another tool leaves them after a Jetstream reconnect); then on a copy with
 //! all but the last two hours compacted (as the hourly `firehose compact` timer of the
 //! deployment leaves the current day); then on a compacted copy (`firehose_sink::compact`, as
 //! `firehose compact` leaves a day once its hours have closed).
@@ -18,7 +20,8 @@
 //! raw|live|compacted|all` (default all), `--no-dedup-too` to skip the comparison without
 //! de-duplication on the raw layout, `--only TEXT` to time only the calls whose name holds
 //! `TEXT` (e.g. `--only "top liked"`, for a profile), `--sql QUERY` to time that query
-//! instead of the suite (and print its result).
+//! instead of the suite (and print its result), `--replays` for the unmarked layout with
+//! replays (its default directory ends in `-replays`).
 #![allow(clippy::expect_used)] // a benchmark stops at the first failure, like a test
 
 use std::sync::Arc;
@@ -45,6 +48,7 @@ struct Args {
     compacted: bool,
     only: Option<String>,
     sql: Option<String>,
+    replays: bool,
 }
 
 fn args() -> Args {
@@ -56,6 +60,7 @@ fn args() -> Args {
     let (mut raw, mut live, mut compacted) = (true, true, true);
     let mut only = None;
     let mut sql = None;
+    let mut replays = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -63,6 +68,7 @@ fn args() -> Args {
             "--dir" => dir = it.next().map(Into::into),
             "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
             "--no-dedup-too" => compare = false,
+            "--replays" => replays = true,
             "--only" => only = it.next(),
             "--sql" => sql = it.next(),
             "--batch-seconds" => {
@@ -81,7 +87,8 @@ fn args() -> Args {
             _ => {}
         }
     }
-    let dir = dir.unwrap_or_else(|| format!("/tmp/firehose-query-bench-{events}").into());
+    let suffix = if replays { "-replays" } else { "" };
+    let dir = dir.unwrap_or_else(|| format!("/tmp/firehose-query-bench-{events}{suffix}").into());
     Args {
         events,
         dir,
@@ -93,6 +100,7 @@ fn args() -> Args {
         compacted,
         only,
         sql,
+        replays,
     }
 }
 
@@ -112,7 +120,10 @@ async fn generate(args: &Args) {
     let started = Instant::now();
     let writer = Writer::new(
         Arc::new(LocalStorage::new(&args.dir)),
-        ParquetOptions::default(),
+        ParquetOptions {
+            duplicate_free: !args.replays,
+            ..ParquetOptions::default()
+        },
     );
     let mut generator = Generator::new(Config {
         seed: 2026,
@@ -142,7 +153,7 @@ async fn generate(args: &Args) {
         // Once an hour a reconnect: the last three seconds delivered again, in a file of
         // their own.
         let last_us = events.last().map_or(0, |e| e.time_us);
-        if last_us >= next_replay_us {
+        if args.replays && last_us >= next_replay_us {
             next_replay_us += HOUR_US;
             let again: Vec<Event<'static>> = events
                 .iter()
@@ -403,8 +414,13 @@ fn main() {
             let timings = suite(&ds, &plan).await;
             print(
                 &format!(
-                    "{} events, as written (before compaction), de-duplicated (the default)",
-                    args.events
+                    "{} events, as written (before compaction{}), de-duplicated (the default)",
+                    args.events,
+                    if args.replays {
+                        ", unmarked, with replays"
+                    } else {
+                        ", marked duplicate-free"
+                    }
                 ),
                 &timings,
             );

@@ -204,7 +204,9 @@ impl DedupTable {
         }
         let name = |file: &PartitionedFile| -> String {
             let path = file.object_meta.location.as_ref();
-            path.rsplit_once('/').map_or(path, |(_, name)| name).to_owned()
+            path.rsplit_once('/')
+                .map_or(path, |(_, name)| name)
+                .to_owned()
         };
         let mut free: HashSet<&str> = HashSet::new();
         let mut to_read: Vec<(&str, &PartitionedFile)> = Vec::new();
@@ -252,9 +254,7 @@ impl DedupTable {
             let groups: Vec<FileGroup> = config
                 .file_groups
                 .iter()
-                .map(|g| {
-                    FileGroup::new(g.iter().filter(|f| is_free(f) == keep).cloned().collect())
-                })
+                .map(|g| FileGroup::new(g.iter().filter(|f| is_free(f) == keep).cloned().collect()))
                 .filter(|g| !g.is_empty())
                 .collect();
             let builder = FileScanConfigBuilder::from(config.clone());

@@ -23,8 +23,12 @@
 //! table is registered behind a de-duplicating provider. It splits each scan by partition: a
 //! partition whose files are exactly the outputs of one compaction (all named
 //! `compact-<hash>-<n>.parquet` with one hash, the sink's own test for a finished partition) has
-//! no duplicates left and is read as a plain Parquet scan. The other partitions (raw files, an
-//! interrupted compaction, a late file added to a compacted hour) are scanned with the query's
+//! no duplicates left and is read as a plain Parquet scan. So is a partition whose every file
+//! is a compaction output or carries the writer's duplicate-free mark
+//! (`firehose.duplicate_free` in the Parquet key-value metadata, which the pipeline's writer
+//! sets on the batches its ingest's replay filter vouched for): the footers are read once per
+//! file and remembered. The other partitions (files written without the mark: an older writer,
+//! an import, another tool; an interrupted compaction) are scanned with the query's
 //! filters pushed into the scan (so pruning still works, and the filters run before the
 //! de-duplication, which is correct because two deliveries of an event carry the same record),
 //! then each event key is passed once (`did, rkey, rev` in a collection's own table, plus
@@ -54,10 +58,10 @@
 pub mod cli;
 mod dataset;
 mod dedup;
-mod marks;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+mod marks;
 pub mod output;
 mod readonly;
 mod results;

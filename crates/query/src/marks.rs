@@ -13,8 +13,8 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::error::{DataFusionError, Result};
 use firehose_core::layout::{DUPLICATE_FREE_KEY, DUPLICATE_FREE_VALUE};
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 
 /// Most files remembered before the cache starts again.
@@ -57,9 +57,7 @@ impl Marks {
                 let store = Arc::clone(store);
                 async move {
                     let marked = is_marked(&store, &path, size).await.map_err(|e| {
-                        DataFusionError::External(
-                            format!("read the footer of {path}: {e}").into(),
-                        )
+                        DataFusionError::External(format!("read the footer of {path}: {e}").into())
                     })?;
                     Ok::<_, DataFusionError>((path.to_string(), size, marked))
                 }

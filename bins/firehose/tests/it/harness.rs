@@ -106,6 +106,39 @@ pub(crate) fn mock_on(
     start_us: i64,
     args: &[&str],
 ) -> (Proc, String) {
+    mock_to(port, seed, events, start_us, args, Stdio::null())
+}
+
+/// [`mock`] with its log (progress, and the summary it prints when it stops) in `log`.
+pub(crate) fn mock_logged(seed: u64, events: u64, args: &[&str], log: &Path) -> (Proc, String) {
+    let file = std::fs::File::create(log).unwrap();
+    mock_to(0, seed, events, START_US, args, Stdio::from(file))
+}
+
+/// The fault counts of the summary a stopped mock wrote in its log ("faults: D drops, S
+/// stalls, M malformed, …"): the number before `what`.
+pub(crate) fn mock_fault_count(log: &Path, what: &str) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap();
+    let last = text
+        .lines()
+        .rfind(|l| l.starts_with("mock-jetstream: stopped; "))
+        .unwrap_or_else(|| panic!("no summary in the mock's log: {text}"));
+    let words: Vec<&str> = last.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_end_matches(',') == what)
+        .unwrap_or_else(|| panic!("no {what} in {last}"));
+    words[at - 1].parse().unwrap()
+}
+
+fn mock_to(
+    port: u16,
+    seed: u64,
+    events: u64,
+    start_us: i64,
+    args: &[&str],
+    stderr: Stdio,
+) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_firehose"))
         .args(["mock-jetstream", "--progress-every", "0"])
         .arg("--port")
@@ -118,7 +151,7 @@ pub(crate) fn mock_on(
         .arg(start_us.to_string())
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -295,7 +328,9 @@ pub(crate) fn key_duplicates(files: &[(String, Vec<u8>)]) -> (usize, usize) {
         if is_marked(data) {
             for key in &keys {
                 if let Some(other) = seen_marked.insert(key.fingerprint, path.clone()) {
-                    panic!("files {other} and {path} are both marked duplicate-free and share an event key");
+                    panic!(
+                        "files {other} and {path} are both marked duplicate-free and share an event key"
+                    );
                 }
             }
         }
@@ -306,9 +341,10 @@ pub(crate) fn key_duplicates(files: &[(String, Vec<u8>)]) -> (usize, usize) {
 /// Whether a Parquet file carries the writer's duplicate-free mark.
 pub(crate) fn is_marked(data: &[u8]) -> bool {
     use parquet::file::reader::FileReader;
-    let reader =
-        parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(data.to_vec()))
-            .unwrap();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(
+        data.to_vec(),
+    ))
+    .unwrap();
     reader
         .metadata()
         .file_metadata()
@@ -792,6 +828,24 @@ impl Deployment {
         let env = self.s3.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.run_ingest(url, metrics_addr, &["--out", &out], &env)
+    }
+
+    /// [`ingest_with_dataset`](Self::ingest_with_dataset) starting at `start_cursor` when no
+    /// checkpoint is found, with `extra` arguments.
+    pub(crate) fn ingest_with_dataset_from(
+        &self,
+        url: &str,
+        metrics_addr: &str,
+        start_cursor: i64,
+        extra: &[&str],
+    ) -> Proc {
+        let out = format!("s3://{BUCKET}/{PREFIX}");
+        let cursor = start_cursor.to_string();
+        let mut args = vec!["--out", &out, "--start-cursor", &cursor];
+        args.extend_from_slice(extra);
+        let env = self.s3.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.run_ingest(url, metrics_addr, &args, &env)
     }
 
     /// `firehose ingest` from `url` into this deployment's Redis, with `extra` arguments.

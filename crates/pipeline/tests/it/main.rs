@@ -688,9 +688,10 @@ async fn a_read_of_large_entries_holds_about_a_quarter_of_the_open_files_bound()
 /// Whether a Parquet file carries the duplicate-free mark.
 fn marked(path: &Path) -> bool {
     use parquet::file::reader::FileReader;
-    let reader =
-        parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
-            .unwrap();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap();
     reader
         .metadata()
         .file_metadata()

@@ -4,8 +4,8 @@
 mod answers;
 mod common;
 mod compacted;
-mod marked;
 mod local;
+mod marked;
 mod pruning;
 mod s3;
 mod safety;

@@ -37,14 +37,7 @@ async fn marked_partitions_skip_dedup_and_unmarked_ones_keep_it() {
     check_all(&ds, &events).await;
     let explain = |sql: &'static str| {
         let ds = ds.clone();
-        async move {
-            shown(
-                &ds.sql(&format!("EXPLAIN {sql}"))
-                    .await
-                    .unwrap()
-                    .batches,
-            )
-        }
+        async move { shown(&ds.sql(&format!("EXPLAIN {sql}")).await.unwrap().batches) }
     };
     let plan = explain("SELECT count(*) FROM posts").await;
     assert!(!plan.contains("DedupExec"), "{plan}");
@@ -87,13 +80,7 @@ async fn marked_partitions_skip_dedup_and_unmarked_ones_keep_it() {
         .unwrap();
     let n = ints(&fresh.sql(&sql).await.unwrap(), "n")[0];
     assert_eq!(n, again.len() as i64);
-    let plan = shown(
-        &fresh
-            .sql(&format!("EXPLAIN {sql}"))
-            .await
-            .unwrap()
-            .batches,
-    );
+    let plan = shown(&fresh.sql(&format!("EXPLAIN {sql}")).await.unwrap().batches);
     assert!(plan.contains("DedupExec"), "{plan}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
