@@ -38,6 +38,13 @@ pub const DUPLICATE_FREE_KEY: &str = "firehose.duplicate_free";
 /// The value of [`DUPLICATE_FREE_KEY`] in a marked file.
 pub const DUPLICATE_FREE_VALUE: &str = "true";
 
+/// Whether a file's key-value metadata (`key`, `value` pairs) holds the duplicate-free mark.
+pub fn has_duplicate_free_mark<'a>(
+    mut key_values: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> bool {
+    key_values.any(|(key, value)| key == DUPLICATE_FREE_KEY && value == Some(DUPLICATE_FREE_VALUE))
+}
+
 /// The name of compaction output `n` (from 1) of the compaction whose inputs hash to `hash`.
 pub fn compacted_file_name(hash: &str, n: usize) -> String {
     format!("{COMPACTED_PREFIX}{hash}-{n:04}.parquet")

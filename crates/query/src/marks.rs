@@ -1,6 +1,7 @@
 //! Which files carry the writer's duplicate-free mark.
 //!
-//! The mark is in a file's Parquet key-value metadata ([`DUPLICATE_FREE_KEY`]), so finding it
+//! The mark is in a file's Parquet key-value metadata
+//! ([`DUPLICATE_FREE_KEY`](firehose_core::layout::DUPLICATE_FREE_KEY)), so finding it
 //! takes a read of the footer. Files are immutable under their names (a batch written again
 //! gets the same events), so the answer is kept per path and size: a query reads the footer
 //! of each file once, the first time a query covers it. The cache is cleared when it holds
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::error::{DataFusionError, Result};
-use firehose_core::layout::{DUPLICATE_FREE_KEY, DUPLICATE_FREE_VALUE};
+use firehose_core::layout::has_duplicate_free_mark;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -116,9 +117,6 @@ async fn is_marked(
         .file_metadata()
         .key_value_metadata()
         .is_some_and(|kv| {
-            kv.iter().any(|entry| {
-                entry.key == DUPLICATE_FREE_KEY
-                    && entry.value.as_deref() == Some(DUPLICATE_FREE_VALUE)
-            })
+            has_duplicate_free_mark(kv.iter().map(|e| (e.key.as_str(), e.value.as_deref())))
         }))
 }

@@ -156,6 +156,25 @@ impl ParquetOptions {
     }
 }
 
+/// Whether a Parquet file's key-value metadata holds the duplicate-free mark
+/// ([`ParquetOptions::duplicate_free`]).
+pub fn is_marked_duplicate_free(metadata: &parquet::file::metadata::ParquetMetaData) -> bool {
+    metadata
+        .file_metadata()
+        .key_value_metadata()
+        .is_some_and(|kv| {
+            firehose_core::layout::has_duplicate_free_mark(
+                kv.iter().map(|e| (e.key.as_str(), e.value.as_deref())),
+            )
+        })
+}
+
+/// Whether the Parquet file `file` carries the duplicate-free mark (reads its footer).
+pub fn file_is_marked_duplicate_free(file: Bytes) -> Result<bool, ParquetError> {
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file)?;
+    Ok(is_marked_duplicate_free(&metadata))
+}
+
 /// Encodes `batch` as a complete Parquet file.
 ///
 /// ```

@@ -80,7 +80,9 @@ mod writer;
 pub use compact::{
     CompactOptions, Compacted, PartitionCompacted, Progress, compact, partition_memory,
 };
-pub use encode::{Compression, ParquetOptions, encode};
+pub use encode::{
+    Compression, ParquetOptions, encode, file_is_marked_duplicate_free, is_marked_duplicate_free,
+};
 pub use keys::stored_keys;
 pub use local::LocalStorage;
 pub use retention::{Retained, partition_of, retain};

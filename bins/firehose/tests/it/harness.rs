@@ -340,21 +340,7 @@ pub(crate) fn key_duplicates(files: &[(String, Vec<u8>)]) -> (usize, usize) {
 
 /// Whether a Parquet file carries the writer's duplicate-free mark.
 pub(crate) fn is_marked(data: &[u8]) -> bool {
-    use parquet::file::reader::FileReader;
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(
-        data.to_vec(),
-    ))
-    .unwrap();
-    reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .is_some_and(|kv| {
-            kv.iter().any(|e| {
-                e.key == firehose_core::layout::DUPLICATE_FREE_KEY
-                    && e.value.as_deref() == Some(firehose_core::layout::DUPLICATE_FREE_VALUE)
-            })
-        })
+    firehose_sink::file_is_marked_duplicate_free(bytes::Bytes::from(data.to_vec())).unwrap()
 }
 
 /// Event files (dead letters aside) without the duplicate-free mark.
@@ -840,12 +826,13 @@ impl Deployment {
         extra: &[&str],
     ) -> Proc {
         let out = format!("s3://{BUCKET}/{PREFIX}");
-        let cursor = start_cursor.to_string();
-        let mut args = vec!["--out", &out, "--start-cursor", &cursor];
-        args.extend_from_slice(extra);
+        let args: Vec<&str> = ["--out", out.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
         let env = self.s3.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.run_ingest(url, metrics_addr, &args, &env)
+        self.ingest_with_env(url, metrics_addr, start_cursor, &args, &env)
     }
 
     /// `firehose ingest` from `url` into this deployment's Redis, with `extra` arguments.

@@ -687,19 +687,7 @@ async fn a_read_of_large_entries_holds_about_a_quarter_of_the_open_files_bound()
 
 /// Whether a Parquet file carries the duplicate-free mark.
 fn marked(path: &Path) -> bool {
-    use parquet::file::reader::FileReader;
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
-        std::fs::File::open(path).unwrap(),
-    )
-    .unwrap();
-    reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .is_some_and(|kv| {
-            kv.iter()
-                .any(|e| e.key == firehose_core::layout::DUPLICATE_FREE_KEY)
-        })
+    firehose_sink::file_is_marked_duplicate_free(Bytes::from(std::fs::read(path).unwrap())).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
