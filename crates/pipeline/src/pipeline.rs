@@ -94,6 +94,7 @@ pub struct PipelineBuilder {
     max_event_silence: Duration,
     policy: RollPolicy,
     parquet: ParquetOptions,
+    encode_threads: Option<usize>,
     consumer: String,
     claim_idle: Option<Duration>,
     ingest: IngestConfig,
@@ -279,6 +280,7 @@ impl PipelineBuilder {
             max_event_silence: DEFAULT_MAX_EVENT_SILENCE,
             policy: RollPolicy::default(),
             parquet: ParquetOptions::default(),
+            encode_threads: None,
             consumer: "writer".into(),
             claim_idle: None,
             ingest: IngestConfig::default(),
@@ -327,6 +329,13 @@ impl PipelineBuilder {
     /// How Parquet files are encoded.
     pub fn with_parquet(mut self, parquet: ParquetOptions) -> Self {
         self.parquet = parquet;
+        self
+    }
+
+    /// How many threads encode the partitions of a closed batch at once (default
+    /// [`WriterConfig::default`]'s: the cores, at most 4).
+    pub fn with_encode_threads(mut self, threads: usize) -> Self {
+        self.encode_threads = Some(threads.max(1));
         self
     }
 
@@ -386,6 +395,9 @@ impl PipelineBuilder {
             ack_on_read: archive,
             policy: self.policy.clone(),
             parquet: self.parquet.clone(),
+            encode_threads: self
+                .encode_threads
+                .unwrap_or(WriterConfig::default().encode_threads),
             ..WriterConfig::default()
         };
         let limits = |jetstream: &firehose_jetstream::Config| SourceLimits {

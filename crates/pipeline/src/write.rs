@@ -48,6 +48,10 @@ pub struct WriterConfig {
     /// checkpoint (which still only passes stored events): the buffer then holds only what the
     /// writer has not taken yet, instead of a second copy of everything open.
     pub ack_on_read: bool,
+    /// Threads that encode the partitions of a closed batch at once, off the async runtime
+    /// (default: the cores, at most 4). Batches are still stored, acknowledged and
+    /// checkpointed one after the other, in order.
+    pub encode_threads: usize,
 }
 
 impl Default for WriterConfig {
@@ -62,6 +66,9 @@ impl Default for WriterConfig {
             drain_on_shutdown: false,
             retry_delay: Duration::from_millis(500),
             ack_on_read: false,
+            encode_threads: std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(4),
         }
     }
 }
@@ -107,6 +114,7 @@ struct Sinks {
     /// This writer's consumer name: a batch is recorded only while it holds all its entries.
     consumer: String,
     parquet: ParquetOptions,
+    encode_threads: usize,
     retry_delay: Duration,
     status: Arc<WriterStatus>,
     /// The oldest event time in the open files (`i64::MAX` when none): the checkpoint must not
@@ -180,6 +188,7 @@ impl WriteLoop {
                 state,
                 consumer: config.consumer.clone(),
                 parquet: config.parquet.clone(),
+                encode_threads: config.encode_threads.max(1),
                 retry_delay: config.retry_delay,
                 status: Arc::default(),
                 oldest_open_us: AtomicI64::new(i64::MAX),
@@ -594,7 +603,8 @@ async fn flush(
         ..sinks.parquet.clone()
     };
     let closing = closed.files;
-    let sealed = tokio::task::spawn_blocking(move || closing.encode(&name, &options))
+    let threads = sinks.encode_threads;
+    let sealed = tokio::task::spawn_blocking(move || closing.encode_on(&name, &options, threads))
         .await
         .map_err(|e| Error::State {
             op: "encode batch",

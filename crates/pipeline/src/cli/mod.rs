@@ -129,12 +129,16 @@ pub struct WriterArgs {
     /// Close files when they hold this much event JSON (bounds the writer's memory).
     #[arg(long, env = "FIREHOSE_MAX_OPEN_BYTES", default_value = "32MiB", value_parser = parse_size)]
     pub max_open_bytes: u64,
+    /// Threads that encode a closed batch's partitions at once, for catch-ups faster than one
+    /// core encodes (default: the cores, at most 4).
+    #[arg(long, env = "FIREHOSE_ENCODE_THREADS", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub encode_threads: Option<u64>,
 }
 
 impl WriterArgs {
     /// Sets the roll policy and the Parquet options on `builder`.
     pub fn apply(&self, builder: PipelineBuilder) -> PipelineBuilder {
-        builder
+        let builder = builder
             .with_roll_policy(RollPolicy {
                 target_file_bytes: self.target_file_size,
                 max_age: self.max_file_age,
@@ -144,7 +148,11 @@ impl WriterArgs {
             .with_parquet(ParquetOptions {
                 compression: self.compression,
                 ..ParquetOptions::default()
-            })
+            });
+        match self.encode_threads {
+            Some(threads) => builder.with_encode_threads(threads as usize),
+            None => builder,
+        }
     }
 }
 
