@@ -7,7 +7,8 @@
 //! [`Writer`] to a [`LocalStorage`] (one file per partition, each written to a temporary
 //! file, fsynced, renamed, its directory fsynced), in CPU time of the whole process (the
 //! storage writes on tokio's blocking threads) and in wall time, which includes waiting for
-//! the disk. Each figure is the median of the rounds.
+//! the disk. Each figure is the median of the rounds. Last, the live writer's encoding of one
+//! closed batch on 1, 2 and 4 threads (`--encode-threads`), in wall time.
 //!
 //! The machine is shared; CPU time is what the process used whatever else runs, so the
 //! per-core figure moves much less than the wall-time one.
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use firehose_benches::{median, process_cpu};
 use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
-use firehose_sink::{BatchName, LocalStorage, ParquetOptions, Writer, encode};
+use firehose_sink::{BatchName, LocalStorage, OpenFiles, ParquetOptions, Writer, encode};
 
 /// The allocator the `firehose` binary uses.
 #[global_allocator]
@@ -149,4 +150,46 @@ fn main() {
         "\ndecode + `Writer::write` to fsynced local files: {cpu:.0} events per CPU-second of the process, {wall:.0} events/s wall ({:.1} MiB/s of JSON)",
         wall * mib / n as f64
     );
+    encode_pool(&lines, rounds, &options);
+}
+
+/// The live writer's encoding of one closed batch (all the events, as a catch-up's batch
+/// holds them: every table of the hours they span) on 1, 2 and 4 threads
+/// (`Closing::encode_on`, `--encode-threads`), in wall time.
+fn encode_pool(lines: &[String], rounds: usize, options: &ParquetOptions) {
+    let events: Vec<Event<'_>> = lines
+        .iter()
+        .map(|l| Event::decode(l.as_bytes()).expect("generated events decode"))
+        .collect();
+    let name = BatchName::new("pool", "0").expect("a valid name");
+    println!(
+        "\n| encoding one closed batch of {} events | wall, median | events/s | × one thread |",
+        events.len()
+    );
+    println!("|---|---|---|---|");
+    let mut single = None;
+    for threads in [1, 2, 4] {
+        let mut walls = Vec::new();
+        for round in 0..=rounds {
+            let mut open = OpenFiles::new(Duration::from_secs(180));
+            for (event, line) in events.iter().zip(lines) {
+                open.push(event, line.len());
+            }
+            let closing = open.close();
+            let started = Instant::now();
+            let sealed = closing.encode_on(&name, options, threads).expect("encode");
+            let took = started.elapsed();
+            black_box(sealed);
+            if round > 0 {
+                walls.push(took.as_secs_f64());
+            }
+        }
+        let wall = median(walls);
+        let rate = events.len() as f64 / wall;
+        let base = *single.get_or_insert(rate);
+        println!(
+            "| {threads} thread(s) | {wall:.3} s | {rate:.0} | {:.2}× |",
+            rate / base
+        );
+    }
 }
