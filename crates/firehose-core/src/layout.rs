@@ -31,8 +31,9 @@ pub const COMPACTED_PREFIX: &str = "compact-";
 
 /// The Parquet key-value metadata key of the duplicate-free mark, with the value
 /// [`DUPLICATE_FREE_VALUE`]: the writer vouches that no event of the file is in another marked
-/// file of the dataset, or twice in the file. A partition whose files all carry it (or are
-/// compaction outputs) needs no de-duplication.
+/// file of the dataset, or twice in the file. A partition whose files all carry it needs no
+/// de-duplication. Compaction outputs never carry it: until the compaction deletes its inputs,
+/// they hold the same events.
 pub const DUPLICATE_FREE_KEY: &str = "firehose.duplicate_free";
 
 /// The value of [`DUPLICATE_FREE_KEY`] in a marked file.

@@ -180,9 +180,10 @@ type Plan = Arc<dyn ExecutionPlan>;
 impl DedupTable {
     /// Splits a listing scan into the files of duplicate-free partitions and the others (to
     /// de-duplicate). Either may be absent. A partition is duplicate-free when its files are
-    /// the outputs of one compaction, or when each of them is a compaction output or carries
-    /// the writer's duplicate-free mark ([`Marks`]). A plan that is not a file scan (an empty
-    /// table) counts as not duplicate-free.
+    /// the outputs of one compaction, or when each of them carries the writer's duplicate-free
+    /// mark ([`Marks`]). Compaction outputs are not marked: beside other files they may be an
+    /// interrupted compaction, whose inputs are still there. A plan that is not a file scan
+    /// (an empty table) counts as not duplicate-free.
     async fn split_duplicate_free(
         &self,
         state: &dyn Session,
@@ -198,45 +199,30 @@ impl DedupTable {
         // partition's files.
         let mut partitions: HashMap<&str, Vec<&PartitionedFile>> = HashMap::new();
         for file in config.file_groups.iter().flat_map(FileGroup::iter) {
-            let path = file.object_meta.location.as_ref();
-            let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-            partitions.entry(dir).or_default().push(file);
+            partitions.entry(dir_of(file)).or_default().push(file);
         }
-        let name = |file: &PartitionedFile| -> String {
-            let path = file.object_meta.location.as_ref();
-            path.rsplit_once('/')
-                .map_or(path, |(_, name)| name)
-                .to_owned()
-        };
         let mut free: HashSet<&str> = HashSet::new();
-        let mut to_read: Vec<(&str, &PartitionedFile)> = Vec::new();
+        let mut to_read: Vec<&PartitionedFile> = Vec::new();
         for (&dir, files) in &partitions {
-            let names: BTreeSet<String> = files.iter().map(|f| name(f)).collect();
-            if firehose_core::layout::is_compacted_partition(names.iter().map(String::as_str)) {
+            if firehose_core::layout::is_compacted_partition(files.iter().map(|f| name_of(f))) {
                 free.insert(dir);
-                continue;
+            } else {
+                to_read.extend(files.iter().copied());
             }
-            to_read.extend(
-                files
-                    .iter()
-                    .filter(|f| firehose_core::layout::compaction_of(&name(f)).is_none())
-                    .map(|&f| (dir, f)),
-            );
         }
         if !to_read.is_empty() {
             let store = state.runtime_env().object_store(&config.object_store_url)?;
-            let files: Vec<&PartitionedFile> = to_read.iter().map(|&(_, f)| f).collect();
-            let marked = self.marks.of(&store, &files).await?;
-            let mut unmarked: HashSet<&str> = HashSet::new();
-            for (&(dir, _), marked) in to_read.iter().zip(marked) {
-                if !marked {
-                    unmarked.insert(dir);
-                }
-            }
+            let marked = self.marks.of(&store, &to_read).await?;
+            let unmarked: HashSet<&str> = to_read
+                .iter()
+                .zip(&marked)
+                .filter(|&(_, &marked)| !marked)
+                .map(|(f, _)| dir_of(f))
+                .collect();
             free.extend(
                 to_read
                     .iter()
-                    .map(|&(dir, _)| dir)
+                    .map(|f| dir_of(f))
                     .filter(|dir| !unmarked.contains(dir)),
             );
         }
@@ -246,10 +232,7 @@ impl DedupTable {
         if free.len() == partitions.len() {
             return Ok((Some(files), None));
         }
-        let is_free = |file: &PartitionedFile| {
-            let path = file.object_meta.location.as_ref();
-            free.contains(path.rsplit_once('/').map_or("", |(dir, _)| dir))
-        };
+        let is_free = |file: &PartitionedFile| free.contains(dir_of(file));
         let subset = |keep: bool| -> Result<Arc<dyn ExecutionPlan>> {
             let groups: Vec<FileGroup> = config
                 .file_groups
@@ -268,6 +251,18 @@ impl DedupTable {
         };
         Ok((Some(subset(true)?), Some(subset(false)?)))
     }
+}
+
+/// The directory (partition) of a listed file.
+fn dir_of(file: &PartitionedFile) -> &str {
+    let path = file.object_meta.location.as_ref();
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The name of a listed file, without its directory.
+fn name_of(file: &PartitionedFile) -> &str {
+    let path = file.object_meta.location.as_ref();
+    path.rsplit_once('/').map_or(path, |(_, name)| name)
 }
 
 /// Drops rows whose key an earlier row had. The partitions of the input share one set of

@@ -24,7 +24,7 @@
 //! partition whose files are exactly the outputs of one compaction (all named
 //! `compact-<hash>-<n>.parquet` with one hash, the sink's own test for a finished partition) has
 //! no duplicates left and is read as a plain Parquet scan. So is a partition whose every file
-//! is a compaction output or carries the writer's duplicate-free mark
+//! carries the writer's duplicate-free mark
 //! (`firehose.duplicate_free` in the Parquet key-value metadata, which the pipeline's writer
 //! sets on the batches its ingest's replay filter vouched for): the footers are read once per
 //! file and remembered. The other partitions (files written without the mark: an older writer,

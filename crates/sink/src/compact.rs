@@ -795,9 +795,10 @@ impl Merge {
             let output = match &mut self.output {
                 Some(o) => o,
                 None => {
-                    // Compaction removed the partition's duplicates: its outputs are marked.
+                    // Never marked duplicate-free: until compaction deletes its inputs, they
+                    // hold the same events (readers know a finished compaction by its names).
                     let parquet = ParquetOptions {
-                        duplicate_free: true,
+                        duplicate_free: false,
                         ..self.options.parquet.clone()
                     };
                     let properties = parquet

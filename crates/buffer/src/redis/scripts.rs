@@ -7,8 +7,9 @@
 //! `"<events> <bytes> <oldest time_us>"`, for every unacknowledged entry).
 
 /// Append a batch when it fits. `ARGV`: capacity, event count, bytes, oldest time, framed
-/// data, `1` when the batch is replay-free (else `0`). Returns `{1, id}`, or `{0, used bytes}` when full (a batch is always admitted into an
-/// empty buffer, so an oversized one cannot wait forever).
+/// data, `1` when the batch is replay-free (else `0`). Returns `{1, id}`, or `{0, used
+/// bytes}` when full (a batch is always admitted into an empty buffer, so an oversized one
+/// cannot wait forever).
 pub(super) const APPEND: &str = r#"
 local used = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0')
 local size = tonumber(ARGV[3])

@@ -84,3 +84,57 @@ async fn marked_partitions_skip_dedup_and_unmarked_ones_keep_it() {
     assert!(plan.contains("DedupExec"), "{plan}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A compaction interrupted after storing its outputs leaves them beside its marked inputs:
+/// the same events twice, and the partition must be de-duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_outputs_beside_their_marked_inputs_are_deduplicated() {
+    let events = generated(24_000, 22);
+    let base = std::env::temp_dir().join(format!("firehose-it-marked-cut-{}", std::process::id()));
+    let (dir, copy) = (base.join("dataset"), base.join("compacted"));
+    let _ = std::fs::remove_dir_all(&base);
+    for target in [&dir, &copy] {
+        let marked = writer(target, true);
+        for (i, chunk) in events.chunks(3_000).enumerate() {
+            let name = BatchName::new(&format!("b{i:03}"), "marked").unwrap();
+            marked.write(&name, chunk).await.unwrap();
+        }
+    }
+    // Compact the copy, then put its outputs for one hour beside the original's inputs.
+    let storage = LocalStorage::new(&copy);
+    firehose_sink::compact(
+        &storage,
+        i64::MAX,
+        &firehose_sink::CompactOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let hour = Hour::of(events[12_000].time_us);
+    let partition = firehose_core::PartitionKey {
+        table: Table::Posts,
+        hour,
+    }
+    .path();
+    let mut copied = 0;
+    for entry in std::fs::read_dir(copy.join(&partition)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(&partition).join(entry.file_name())).unwrap();
+        copied += 1;
+    }
+    assert!(copied > 0);
+    let ds = Dataset::open_local(&dir, QueryOptions::default())
+        .await
+        .unwrap();
+    let sql = format!(
+        "SELECT count(*) AS n FROM posts WHERE time_us >= {} AND time_us < {}",
+        hour.start_us(),
+        hour.start_us() + firehose_core::HOUR_US
+    );
+    let posts = events
+        .iter()
+        .filter(|e| e.table() == Table::Posts && Hour::of(e.time_us) == hour)
+        .count();
+    assert_eq!(ints(&ds.sql(&sql).await.unwrap(), "n")[0], posts as i64);
+    std::fs::remove_dir_all(&base).unwrap();
+}
