@@ -36,8 +36,12 @@ def problem(where: str, message: str) -> None:
 # Compose.
 
 EXPECTED_SERVICES = {
-    "redis", "ingest", "write", "serve", "prometheus", "redis-exporter", "node-exporter", "grafana",
+    "redis", "ingest", "write", "serve", "maintain", "prometheus", "alertmanager", "redis-exporter",
+    "node-exporter", "grafana",
 }
+# Services in the host's network namespace (node-exporter, so that its network figures are the
+# host's), each listening on a private address only.
+HOST_NETWORK = {"node-exporter"}
 PUBLISHED = {"serve", "grafana"}
 MACHINE_CPUS = 4.0
 MACHINE_MEMORY = 8 * 1024**3
@@ -89,8 +93,16 @@ def check_compose(deploy: Path) -> None:
             text = str(port)
             if not (text.startswith("127.0.0.1:") or re.match(r"\$\{[A-Z_]+:-127\.0\.0\.1\}:", text)):
                 problems.append(f"{at}: port {text!r} is not bound to loopback by default")
+        if "build" in svc:
+            problems.append(f"{at}: builds its image on the server; ship it built (deploy/upgrade.sh)")
         if svc.get("network_mode") == "host":
-            problems.append(f"{at}: uses the host's network instead of the private networks")
+            if name not in HOST_NETWORK:
+                problems.append(f"{at}: uses the host's network instead of the private networks")
+            listen = [str(w).split("=", 1)[1] for w in svc.get("command") or []
+                      if str(w).startswith("--web.listen-address=")]
+            if not listen or not re.match(r"(10|127|172\.(1[6-9]|2\d|3[01])|192\.168)\.", listen[0]):
+                problems.append(f"{at}: in the host's network, it must listen on a private address "
+                                f"(--web.listen-address), not {listen[0] if listen else 'every interface'}")
         for vol in svc.get("volumes") or []:
             source = str(vol)
             if not (source.startswith("${DATA_ROOT:-/data}/") or source.startswith("./") or source.startswith("/:")):
@@ -114,6 +126,21 @@ def check_compose(deploy: Path) -> None:
     # Networks: the backend has no route out.
     if not (doc.get("networks", {}).get("backend") or {}).get("internal"):
         problem(where, "the backend network is not internal")
+    # Alerts leave the machine: Prometheus sends them to the Alertmanager service, whose
+    # configuration is rendered from .env, and maintenance spills to the data volume.
+    prom = yaml.safe_load((deploy / "prometheus/prometheus.yml").read_text())
+    targets = [t for am in (prom.get("alerting") or {}).get("alertmanagers", [])
+               for sc in am.get("static_configs", []) for t in sc.get("targets", [])]
+    if "alertmanager:9093" not in targets:
+        problem("prometheus/prometheus.yml", "sends alerts to no Alertmanager (alerting: alertmanager:9093)")
+    am = services.get("alertmanager", {})
+    if "/etc/alertmanager/render-config" not in " ".join(map(str, am.get("entrypoint") or [])):
+        problem(where, "alertmanager does not write its configuration from .env (alertmanager/render-config)")
+    maintain = " ".join(map(str, services.get("maintain", {}).get("command") or []))
+    spill = re.search(r"--spill-dir (\S+)", maintain)
+    mounts = [str(v).split(":")[1] for v in services.get("maintain", {}).get("volumes") or [] if ":" in str(v)]
+    if not spill or spill.group(1) not in mounts:
+        problem(where, "maintain does not spill to a directory on the data volume (--spill-dir on a ${DATA_ROOT} mount)")
     # Every ${VAR} the file uses is documented in .env.example, and .env is ignored.
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", path.read_text()))
     example = deploy / ".env.example"
@@ -175,10 +202,13 @@ def check_alert_tests(deploy: Path) -> None:
     for t in tests.get("tests", []):
         for case in t.get("alert_rule_test", []):
             (fired if case.get("exp_alerts") else quiet).add(case["alertname"])
-    for name in alert_names(deploy):
+    names = alert_names(deploy)
+    if "Watchdog" not in names:
+        problem("prometheus/alerts.yml", "no always-firing Watchdog alert for the dead man's switch")
+    for name in names:
         if name not in fired:
             problem("prometheus/alerts.test.yml", f"no test where {name} fires")
-        if name not in quiet:
+        if name not in quiet and name != "Watchdog":
             problem("prometheus/alerts.test.yml", f"no test where {name} stays quiet")
 
 
@@ -214,7 +244,7 @@ def check_grafana(deploy: Path) -> None:
     for path in dashboards:
         doc = json.loads(path.read_text())
         titles = {p.get("title") for p in doc.get("panels", []) if p.get("type") == "row"}
-        for row in ("Buffer", "Ingest", "Writer", "Storage", "Query API"):
+        for row in ("Alerts", "Buffer", "Ingest", "Writer", "Storage", "Query API", "Maintenance", "Host"):
             if row not in titles:
                 problem(f"grafana/dashboards/{path.name}", f"no {row!r} row")
         stack = list(doc.get("panels", []))
@@ -230,8 +260,8 @@ def check_grafana(deploy: Path) -> None:
 # Metric names: parsed out of every rule and panel with a PromQL parser.
 
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
-# Exported by others: node_exporter, redis_exporter, Prometheus itself.
-EXTERNAL = re.compile(r"^(node_|redis_|prometheus_|scrape_)|^up$")
+# Exported by others: node_exporter, redis_exporter, Prometheus itself (and its ALERTS series).
+EXTERNAL = re.compile(r"^(node_|redis_|prometheus_|scrape_|alertmanager_)|^(up|ALERTS)$")
 
 
 def selectors(node) -> list[str]:
@@ -393,6 +423,10 @@ def check_terraform(deploy: Path) -> None:
     for needed in ("docker compose up", "docker-compose-plugin", "/data"):
         if needed not in template:
             problem("terraform/cloud-init.yaml.tftpl", f"does not mention {needed!r}")
+    if "--build" in template:
+        problem("terraform/cloud-init.yaml.tftpl", "builds images on the server (--build); ship them built")
+    if "RequiresMountsFor=/data" not in template:
+        problem("terraform/cloud-init.yaml.tftpl", "Docker does not wait for the /data volume (RequiresMountsFor=/data)")
 
 
 def render_cloud_init(deploy: Path, out: Path) -> None:

@@ -62,6 +62,9 @@ resource "hcloud_server" "firehose" {
   ssh_keys     = [hcloud_ssh_key.admin.id]
   firewall_ids = [hcloud_firewall.server.id]
   labels       = local.labels
+  # Hetzner's daily images of the root disk (20% of the server's price): /opt/firehose with its
+  # .env and secrets. They do not include the volume; see deploy/README.md, "Backups".
+  backups = var.server_backups
 
   public_net {
     ipv4_enabled = true
@@ -85,6 +88,10 @@ resource "hcloud_server" "firehose" {
     grafana_admin_password = var.grafana_admin_password
     api_token              = var.api_token
     retain_older_than      = var.retain_older_than
+    firehose_image         = var.firehose_image
+    alert_webhook_url      = var.alert_webhook_url
+    alert_email_to         = var.alert_email_to
+    watchdog_url           = var.watchdog_url
   })
 
   # cloud-init runs once: changing its inputs later must not replace the server (and its data).

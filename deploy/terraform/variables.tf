@@ -122,7 +122,39 @@ variable "api_token" {
 }
 
 variable "retain_older_than" {
-  description = "How long the archive keeps hour partitions (firehose retain --older-than, e.g. 365d or 90d): the nightly retention reads it from .env."
+  description = "How long the archive keeps hour partitions (e.g. 365d or 90d; empty keeps everything): the maintain service deletes older hours every day."
   type        = string
   default     = "365d"
+}
+
+variable "server_backups" {
+  description = "Hetzner's daily backups of the root disk (the configuration and secrets under /opt/firehose), 20% of the server's price."
+  type        = bool
+  default     = true
+}
+
+variable "firehose_image" {
+  description = "An image in your registry for the firehose services (e.g. registry.example/firehose:1.2), pulled at first boot; empty to ship it with deploy/upgrade.sh instead."
+  type        = string
+  default     = ""
+}
+
+variable "alert_webhook_url" {
+  description = "Where Alertmanager posts alerts (a webhook taking its JSON, e.g. an ntfy.sh topic); empty for none."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "alert_email_to" {
+  description = "Where Alertmanager mails alerts; the SMTP settings go in /opt/firehose/deploy/.env (ALERT_SMTP_*). Empty for none."
+  type        = string
+  default     = ""
+}
+
+variable "watchdog_url" {
+  description = "A dead man's switch outside the machine (e.g. a healthchecks.io ping URL) that the always-firing Watchdog alert reaches every minute; empty for none."
+  type        = string
+  default     = ""
+  sensitive   = true
 }

@@ -27,6 +27,19 @@ pub(crate) struct Args {
     /// How long after its end an hour is still open for late events, e.g. `10m`, `1h`.
     #[arg(long, value_parser = parse_duration, default_value = "10m")]
     grace: std::time::Duration,
+    #[command(flatten)]
+    settings: Settings,
+    /// Print what would be compacted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How partitions are compacted: shared by `compact` and `maintain`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Settings {
     /// Size of each output file, e.g. `100MB`, `64MiB`, `1GB`.
     #[arg(long, value_parser = parse_size, default_value = "100MB")]
     target_size: u64,
@@ -43,12 +56,25 @@ pub(crate) struct Args {
     /// one partition always runs, however large. Keep it below the memory the process may use.
     #[arg(long, value_parser = parse_size, default_value = "512MiB")]
     memory_budget: u64,
-    /// Print what would be compacted; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Print the summary as one JSON object.
-    #[arg(long)]
-    json: bool,
+}
+
+impl Settings {
+    /// The options for a compaction (not dry).
+    pub(crate) fn options(&self) -> CompactOptions {
+        let mut options = CompactOptions {
+            target_size: self.target_size,
+            threads: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from) + 1)
+                .max(1),
+            memory_budget: self.memory_budget,
+            ..CompactOptions::default()
+        };
+        if let Some(dir) = &self.spill_dir {
+            options.spill_dir.clone_from(dir);
+        }
+        options
+    }
 }
 
 /// The report, with what the text line needs.
@@ -62,19 +88,10 @@ struct Summary {
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
     let closed_before_us = firehose_core::units::unix_micros_ago(args.grace);
-    let mut options = CompactOptions {
-        target_size: args.target_size,
+    let options = CompactOptions {
         dry_run: args.dry_run,
-        threads: args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from) + 1)
-            .max(1),
-        memory_budget: args.memory_budget,
-        ..CompactOptions::default()
+        ..args.settings.options()
     };
-    if let Some(dir) = args.spill_dir {
-        options.spill_dir = dir;
-    }
     let runtime = runtime()?;
     let storage = open_storage(&args.data, &runtime)?;
     let started = Instant::now();

@@ -8,6 +8,7 @@ mod generate;
 mod health;
 mod import;
 mod inspect;
+mod maintain;
 mod mock_jetstream;
 mod pipeline;
 mod query;
@@ -46,6 +47,7 @@ enum Command {
     Retain(retain::Args),
     Compact(compact::Args),
     CleanupUploads(cleanup_uploads::Args),
+    Maintain(maintain::Args),
     Generate(generate::Args),
     MockJetstream(firehose_mock_jetstream::cli::MockArgs),
     Query(query::Args),
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Retain(args) => retain::run(args),
         Command::Compact(args) => compact::run(args),
         Command::CleanupUploads(args) => cleanup_uploads::run(args),
+        Command::Maintain(args) => maintain::run(args),
         Command::Generate(args) => generate::run(args),
         Command::MockJetstream(args) => mock_jetstream::run(args),
         Command::Query(args) => query::run(args),

@@ -22,7 +22,7 @@ pub(crate) struct ServiceArgs {
     metrics_addr: SocketAddr,
     /// Log JSON lines instead of text.
     #[arg(long, env = "FIREHOSE_LOG_JSON")]
-    log_json: bool,
+    pub(crate) log_json: bool,
     /// A TOML file of settings, named like the flags (`out = "./data"`,
     /// `jetstream-url = ["ws://…"]`). Flags override the environment, which overrides the file.
     #[arg(long, env = "FIREHOSE_CONFIG")]
@@ -84,50 +84,62 @@ pub(crate) struct WriteArgs {
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
-    start(args.service.log_json, |shutdown, telemetry| async move {
-        let storage = open_storage_async(&args.writer.out).await?;
-        watch_local_disk(&telemetry, &args.writer.out);
-        let builder = Pipeline::archive(jetstream_config(&args.source)?, storage)
-            .with_memory_buffer_bytes(args.buffer_size);
-        let pipeline = build(args.source.apply(args.writer.apply(builder))).await?;
-        let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
-        info!(out = %args.writer.out, metrics = %serving, "Archiving Jetstream.");
-        finish(pipeline.run(shutdown).await)
-    })
+    start(
+        args.service.log_json,
+        STOPPING,
+        |shutdown, telemetry| async move {
+            let storage = open_storage_async(&args.writer.out).await?;
+            watch_local_disk(&telemetry, &args.writer.out);
+            let builder = Pipeline::archive(jetstream_config(&args.source)?, storage)
+                .with_memory_buffer_bytes(args.buffer_size);
+            let pipeline = build(args.source.apply(args.writer.apply(builder))).await?;
+            let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
+            info!(out = %args.writer.out, metrics = %serving, "Archiving Jetstream.");
+            finish(pipeline.run(shutdown).await)
+        },
+    )
 }
 
 pub(crate) fn ingest(args: IngestArgs) -> Result<(), Failure> {
-    start(args.service.log_json, |shutdown, telemetry| async move {
-        let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
-        let mut builder = Pipeline::ingest(jetstream_config(&args.source)?, shared);
-        if let Some(out) = &args.out {
-            builder = builder.with_dataset(open_storage_async(out).await?);
-        }
-        let pipeline = build(args.source.apply(builder)).await?;
-        let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
-        info!(metrics = %serving, "Reading Jetstream into Redis.");
-        finish(pipeline.run(shutdown).await)
-    })
+    start(
+        args.service.log_json,
+        STOPPING,
+        |shutdown, telemetry| async move {
+            let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
+            let mut builder = Pipeline::ingest(jetstream_config(&args.source)?, shared);
+            if let Some(out) = &args.out {
+                builder = builder.with_dataset(open_storage_async(out).await?);
+            }
+            let pipeline = build(args.source.apply(builder)).await?;
+            let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
+            info!(metrics = %serving, "Reading Jetstream into Redis.");
+            finish(pipeline.run(shutdown).await)
+        },
+    )
 }
 
 pub(crate) fn write(args: WriteArgs) -> Result<(), Failure> {
-    start(args.service.log_json, |shutdown, telemetry| async move {
-        let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
-        let storage = open_storage_async(&args.writer.out).await?;
-        watch_local_disk(&telemetry, &args.writer.out);
-        let consumer = args
-            .consumer
-            .clone()
-            .unwrap_or_else(firehose_pipeline::host_consumer_name);
-        let mut builder = Pipeline::write(shared, storage).with_consumer(consumer.clone());
-        if let Some(idle) = args.claim_idle {
-            builder = builder.with_claim_idle(idle);
-        }
-        let pipeline = build(args.writer.apply(builder)).await?;
-        let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
-        info!(out = %args.writer.out, %consumer, metrics = %serving, "Writing Redis to Parquet.");
-        finish(pipeline.run(shutdown).await)
-    })
+    start(
+        args.service.log_json,
+        STOPPING,
+        |shutdown, telemetry| async move {
+            let shared = SharedBuffer::with_side_table(open_redis(&args.redis).await?);
+            let storage = open_storage_async(&args.writer.out).await?;
+            watch_local_disk(&telemetry, &args.writer.out);
+            let consumer = args
+                .consumer
+                .clone()
+                .unwrap_or_else(firehose_pipeline::host_consumer_name);
+            let mut builder = Pipeline::write(shared, storage).with_consumer(consumer.clone());
+            if let Some(idle) = args.claim_idle {
+                builder = builder.with_claim_idle(idle);
+            }
+            let pipeline = build(args.writer.apply(builder)).await?;
+            let serving = serve_metrics(&args.service, telemetry, &pipeline).await?;
+            info!(out = %args.writer.out, %consumer, metrics = %serving, "Writing Redis to Parquet.");
+            finish(pipeline.run(shutdown).await)
+        },
+    )
 }
 
 async fn build(builder: PipelineBuilder) -> Result<Pipeline, Failure> {
@@ -141,11 +153,14 @@ fn finish(report: firehose_pipeline::Result<PipelineReport>) -> Result<(), Failu
     report.map(drop).map_err(|e| Failure::Data(e.to_string()))
 }
 
+/// What the pipeline logs on the first signal.
+const STOPPING: &str = "Stopping: writing what is open (a second signal exits at once).";
+
 /// Sets up logging and metrics, a multi-threaded runtime and the signal handling, then runs
-/// `body` with the shutdown signal. The first SIGINT or SIGTERM completes it (stop reading,
-/// flush, acknowledge, checkpoint, exit 0); a second exits at once, which is safe: nothing
-/// acknowledged is uncommitted.
-fn start<F, Fut>(log_json: bool, body: F) -> Result<(), Failure>
+/// `body` with the shutdown signal. The first SIGINT or SIGTERM completes it (the pipeline:
+/// stop reading, flush, acknowledge, checkpoint, exit 0) and logs `stopping`; a second exits
+/// at once, which is safe: nothing acknowledged is uncommitted.
+pub(crate) fn start<F, Fut>(log_json: bool, stopping: &'static str, body: F) -> Result<(), Failure>
 where
     F: FnOnce(Shutdown, Telemetry) -> Fut,
     Fut: Future<Output = Result<(), Failure>>,
@@ -166,7 +181,7 @@ where
         let (signalled, shutdown) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             shutdown_signal().await;
-            info!("Stopping: writing what is open (a second signal exits at once).");
+            info!("{stopping}");
             let _ = signalled.send(());
             shutdown_signal().await;
             warn!("Second signal: exiting now.");
@@ -180,7 +195,7 @@ where
 }
 
 /// Completes on the first SIGINT or SIGTERM.
-type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 fn jetstream_config(args: &SourceArgs) -> Result<JetstreamConfig, Failure> {
     args.jetstream_config()
@@ -206,10 +221,21 @@ async fn serve_metrics(
     pipeline: &Pipeline,
 ) -> Result<SocketAddr, Failure> {
     let handle = pipeline.health();
-    let health: HealthCheck = Arc::new(move || {
+    serve_health(service, telemetry, move || {
         let health = handle.check();
         Health::with_details(health.healthy, health.reasons.clone(), &health)
-    });
+    })
+    .await
+}
+
+/// Serves `/metrics` and `/health` (as `check` says) on the service's metrics address until
+/// the process ends.
+pub(crate) async fn serve_health(
+    service: &ServiceArgs,
+    telemetry: Telemetry,
+    check: impl Fn() -> Health + Send + Sync + 'static,
+) -> Result<SocketAddr, Failure> {
+    let health: HealthCheck = Arc::new(check);
     let (addr, serve) = firehose_telemetry::bind(
         service.metrics_addr,
         firehose_telemetry::router(telemetry, health),

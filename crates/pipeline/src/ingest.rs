@@ -151,8 +151,7 @@ impl IngestLoop {
             if pending.lines.is_empty() {
                 continue;
             }
-            let replay_free = self.replay.as_ref().is_some_and(ReplayFilter::is_complete);
-            let batch = take_batch(&mut pending).with_replay_free(replay_free);
+            let batch = take_batch(&mut pending).with_replay_free(self.replay_free());
             let count = batch.len() as u64;
             tokio::select! {
                 appended = self.buffer.append(batch) => {
@@ -168,8 +167,9 @@ impl IngestLoop {
         }
         if !pending.lines.is_empty() {
             // Appending what is left is a courtesy (it is after the checkpoint either way), so
-            // a full buffer cannot hold up the shutdown.
-            let batch = take_batch(&mut pending);
+            // a full buffer cannot hold up the shutdown. Its events passed the filter like any
+            // others: the batch is as replay-free as the ones before it.
+            let batch = take_batch(&mut pending).with_replay_free(self.replay_free());
             let count = batch.len() as u64;
             match tokio::time::timeout(Duration::from_secs(2), self.buffer.append(batch)).await {
                 Ok(Ok(_)) => report.appended += count,
@@ -182,6 +182,12 @@ impl IngestLoop {
         }
         report.replays_dropped = self.status.replays_dropped.load(Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Whether the batches taken now hold only events never passed on before: the replay
+    /// filter is complete ([`ReplayFilter::is_complete`]).
+    fn replay_free(&self) -> bool {
+        self.replay.as_ref().is_some_and(ReplayFilter::is_complete)
     }
 
     fn receive(&mut self, pending: &mut Pending, message: Message) {

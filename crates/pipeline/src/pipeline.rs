@@ -578,6 +578,27 @@ impl PipelineBuilder {
             .or(self.start_cursor)
             .unwrap_or(now)
             .saturating_sub(rewind);
+        // The buffer first, then the dataset: a writer removes a batch from the buffer only
+        // after storing it, so a batch that leaves the buffer between the two reads is in the
+        // dataset when it is read. The other order could miss it in both.
+        let mut buffered = Vec::new();
+        if let Some(buffer) = buffer {
+            let mut after = None;
+            loop {
+                let entries = buffer
+                    .peek(after, 256)
+                    .await
+                    .map_err(|source| Error::Buffer { op: "peek", source })?;
+                let Some(last) = entries.last() else { break };
+                after = Some(last.id);
+                buffered.extend(
+                    entries
+                        .iter()
+                        .flat_map(|e| e.batch.events())
+                        .filter_map(|line| firehose_core::key::peek(line)),
+                );
+            }
+        }
         let mut keys = match dataset {
             Some(storage) => firehose_sink::stored_keys(storage, since, now)
                 .await
@@ -588,22 +609,8 @@ impl PipelineBuilder {
             None => Vec::new(),
         };
         let stored = keys.len();
-        if let Some(buffer) = buffer {
-            let mut after = None;
-            loop {
-                let entries = buffer
-                    .peek(after, 256)
-                    .await
-                    .map_err(|source| Error::Buffer { op: "peek", source })?;
-                let Some(last) = entries.last() else { break };
-                after = Some(last.id);
-                keys.extend(
-                    entries
-                        .iter()
-                        .flat_map(|e| e.batch.events())
-                        .filter_map(|line| firehose_core::key::peek(line)),
-                );
-            }
+        if !buffered.is_empty() {
+            keys.append(&mut buffered);
             keys.sort_by_key(|k| k.time_us);
         }
         info!(

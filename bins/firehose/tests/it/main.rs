@@ -11,6 +11,7 @@ mod harness;
 mod hostile_input;
 mod import;
 mod inspect;
+mod maintain;
 mod mock_jetstream;
 mod outage;
 mod pipeline;
