@@ -138,7 +138,8 @@ def check_compose(deploy: Path) -> None:
         problem(where, "alertmanager does not write its configuration from .env (alertmanager/render-config)")
     maintain = " ".join(map(str, services.get("maintain", {}).get("command") or []))
     spill = re.search(r"--spill-dir (\S+)", maintain)
-    mounts = [str(v).split(":")[1] for v in services.get("maintain", {}).get("volumes") or [] if ":" in str(v)]
+    mounts = [re.sub(r":(ro|rw)$", "", str(v)).rsplit(":", 1)[-1]
+              for v in services.get("maintain", {}).get("volumes") or [] if str(v).startswith("${DATA_ROOT")]
     if not spill or spill.group(1) not in mounts:
         problem(where, "maintain does not spill to a directory on the data volume (--spill-dir on a ${DATA_ROOT} mount)")
     # Every ${VAR} the file uses is documented in .env.example, and .env is ignored.
