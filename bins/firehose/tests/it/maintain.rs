@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::harness::{S3Server, free_port, have, http_get, metrics, start, temp_dir, wait_until};
+use crate::harness::{
+    Proc, S3Server, free_port, have, http_get, metrics, start, temp_dir, wait_until,
+};
 use crate::{firehose, parquet_files};
 
 /// A capture of `events` events, one a second from `start_us`, imported into `data` as
@@ -39,6 +41,24 @@ fn import(dir: &Path, data: &str, name: &str, start_us: i64, env: &[(&str, Strin
     );
 }
 
+/// `firehose maintain` on `data` with `extra` flags, spilling to `dir`; and its metrics address.
+fn maintain(dir: &Path, data: &str, extra: &[&str], env: &[(&str, String)]) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let spill = dir.to_str().unwrap();
+    let mut args = vec![
+        "maintain",
+        "--data",
+        data,
+        "--spill-dir",
+        spill,
+        "--metrics-addr",
+        &addr,
+    ];
+    args.extend_from_slice(extra);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    (start("maintain", dir, &args, &env), addr)
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -67,27 +87,11 @@ fn maintain_compacts_and_retains_on_schedule_and_reports_each_job() {
     let before = parquet_files(Path::new(data));
     assert!(before.len() > 8, "several files per hour: {before:?}");
 
-    let addr = format!("127.0.0.1:{}", free_port());
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let service = start(
-        "maintain",
-        &dir,
-        &[
-            "maintain",
-            "--data",
-            data,
-            "--retain-older-than",
-            "30d",
-            "--spill-dir",
-            dir.to_str().unwrap(),
-            "--metrics-addr",
-            &addr,
-        ],
-        &[],
-    );
+    let (service, addr) = maintain(&dir, data, &["--retain-older-than", "30d"], &[]);
     wait_until(
         "compaction and retention have run",
         Duration::from_secs(60),
@@ -173,22 +177,7 @@ fn maintain_on_s3_reports_a_failing_job_and_goes_on() {
     let env = s3.env();
     let data = "s3://maintained/archive";
     import(&dir, data, "recent", now_us() - 3 * 86_400_000_000, &env);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let service = start(
-        "maintain",
-        &dir,
-        &[
-            "maintain",
-            "--data",
-            data,
-            "--spill-dir",
-            dir.to_str().unwrap(),
-            "--metrics-addr",
-            &addr,
-        ],
-        &env_refs,
-    );
+    let (service, addr) = maintain(&dir, data, &[], &env);
     wait_until("compaction has run", Duration::from_secs(60), || {
         job_metric(
             &metrics(&addr),
