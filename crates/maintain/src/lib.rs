@@ -62,7 +62,7 @@ pub struct Schedule {
 }
 
 /// Compaction: every `every`, the hours that ended more than `grace` ago
-/// ([`firehose_sink::compact`]).
+/// ([`firehose_sink::compact()`]).
 #[derive(Debug, Clone)]
 pub struct CompactJob {
     /// How often.
