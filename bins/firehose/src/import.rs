@@ -32,7 +32,8 @@ pub(crate) struct Args {
     /// of about 300 MB with one thread, 240 MB a thread with more, at the default.
     #[arg(long, default_value_t = 80_000)]
     batch_lines: usize,
-    /// Threads that decode and encode; default: one per core.
+    /// Threads that read, decode, encode and store (no other thread works); default: one per
+    /// core.
     #[arg(long, short = 'j')]
     threads: Option<usize>,
     /// Parquet compression: zstd, snappy, gzip, lz4 or none.

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use firehose_core::Event;
+use std::io::BufRead;
+
 use firehose_sink::{BatchName, ParquetOptions, Storage, Writer};
 use serde::Serialize;
 
@@ -20,7 +21,8 @@ pub struct ImportOptions {
     /// Lines per unit of work; each unit becomes one file per partition it touches. Larger
     /// units make fewer, larger files and use more memory (see [`import`]).
     pub batch_lines: usize,
-    /// Threads that decode, build Arrow and encode Parquet; one more reads the inputs.
+    /// Threads that read, decode, build Arrow, encode Parquet and store; no other thread
+    /// works, so `threads: 1` is one core.
     pub threads: usize,
     /// The Parquet settings.
     pub parquet: ParquetOptions,
@@ -92,20 +94,39 @@ struct Job {
     chunk: Chunk,
 }
 
+/// Where the inputs have been read to: the workers cut the next unit from here in turn.
+#[derive(Default)]
+struct Cursor {
+    /// The next input to open.
+    next_input: usize,
+    /// The input being read, if any.
+    open: Option<OpenInput>,
+}
+
+/// An input being read.
+struct OpenInput {
+    index: usize,
+    reader: Box<dyn BufRead + Send>,
+    /// The number of the next line to read, from 1.
+    next_line: u64,
+}
+
 /// Imports `inputs` into `storage`: each is read as a stream of lines (gzip and zstd
 /// decompressed on the fly), cut into units of `batch_lines` lines, and the units are decoded
 /// and written on `threads` threads, each as one file per partition it touches.
 ///
+/// - **Threads.** Each thread cuts the next unit from the inputs (one at a time: reading is
+///   sequential), then decodes, encodes and stores it while another thread reads. There is no
+///   reader thread of its own, so `threads` threads use at most `threads` cores.
 /// - **Deterministic.** A unit's files are named after its line range and a hash of its
 ///   bytes, and the units are the same whatever the number of threads: the same inputs give
 ///   the same files, so re-running an interrupted import rewrites them instead of adding
 ///   copies.
 /// - **Bad lines** are skipped and counted; the first [`ImportOptions::keep_errors`] are kept
 ///   with their input and line number.
-/// - **Memory** is bounded by the units in flight: `threads + 1` units of raw lines (one per
-///   thread at work, and the one the reader holds until a thread takes it: the hand-over has
-///   no queue), plus per thread the decoded events, Arrow columns and Parquet bytes of one
-///   unit. The README gives the peak RSS measured per thread count.
+/// - **Memory** is bounded by the units in flight, one per thread: its raw lines (kept and
+///   reused for the thread's next unit), decoded events, Arrow columns and Parquet bytes. The
+///   README gives the peak RSS measured per thread count.
 /// - **Failure.** A read or write error stops the import: no new unit starts, the units at
 ///   work finish, and the first error is returned. What was written is complete files.
 ///
@@ -125,33 +146,26 @@ pub async fn import(
     let shared = Arc::new(Shared {
         inputs: inputs.to_vec(),
         writer: Writer::new(storage, options.parquet.clone()),
+        batch_lines: options.batch_lines,
         keep_errors: options.keep_errors,
+        cursor: Mutex::new(Cursor::default()),
         summary: Mutex::new(ImportSummary {
             inputs: inputs.len(),
             ..ImportSummary::default()
         }),
         failed: Mutex::new(None),
         stop: AtomicBool::new(false),
-        spare: Mutex::new(Vec::new()),
         bytes_read: Arc::new(AtomicU64::new(0)),
         bytes_total: inputs.iter().map(Input::size).sum(),
         started: Instant::now(),
         progress: Box::new(progress),
     });
-    let (send, receive) = sync_channel::<Job>(0);
-    let receive = Arc::new(Mutex::new(receive));
     let runtime = tokio::runtime::Handle::current();
-    let mut tasks = Vec::with_capacity(options.threads + 1);
+    let mut tasks = Vec::with_capacity(options.threads);
     for _ in 0..options.threads {
-        let (shared, receive, runtime) = (shared.clone(), receive.clone(), runtime.clone());
-        tasks.push(tokio::task::spawn_blocking(move || {
-            shared.work(&receive, &runtime);
-        }));
+        let (shared, runtime) = (shared.clone(), runtime.clone());
+        tasks.push(tokio::task::spawn_blocking(move || shared.work(&runtime)));
     }
-    let (reader, batch_lines) = (shared.clone(), options.batch_lines);
-    tasks.push(tokio::task::spawn_blocking(move || {
-        reader.read(send, batch_lines);
-    }));
     for task in tasks {
         if let Err(e) = task.await {
             shared.fail(Error::Worker(e.to_string()));
@@ -168,17 +182,17 @@ pub async fn import(
     }
 }
 
-/// What the reader and the workers share.
+/// What the workers share.
 struct Shared {
     inputs: Vec<Input>,
     writer: Writer,
+    batch_lines: usize,
     keep_errors: usize,
+    cursor: Mutex<Cursor>,
     summary: Mutex<ImportSummary>,
     /// The first error; later ones are consequences of the stop.
     failed: Mutex<Option<Error>>,
     stop: AtomicBool,
-    /// Chunks written, for the reader to fill again.
-    spare: Mutex<Vec<Chunk>>,
     bytes_read: Arc<AtomicU64>,
     bytes_total: Option<u64>,
     started: Instant,
@@ -198,66 +212,65 @@ impl Shared {
             .get_or_insert(error);
     }
 
-    /// Cuts the inputs into units and queues them, until the end or a stop.
-    fn read(&self, send: SyncSender<Job>, batch_lines: usize) {
-        for (index, input) in self.inputs.iter().enumerate() {
-            let mut reader = match input.open_counting(self.bytes_read.clone()) {
-                Ok(reader) => reader,
+    /// Cuts the next unit and writes it, until the inputs end or the import stops. The
+    /// thread's chunk goes from unit to unit, so its buffers are allocated once.
+    fn work(&self, runtime: &tokio::runtime::Handle) {
+        let mut chunk = Chunk::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let next = {
+                let mut cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+                self.next_unit(&mut cursor, chunk)
+            };
+            let job = match next {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
                 Err(e) => return self.fail(e),
             };
-            let mut first_line = 1;
-            loop {
-                if self.stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let spare = self
-                    .spare
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop();
-                let chunk = match spare.unwrap_or_default().refill(&mut reader, batch_lines) {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(source) => {
-                        return self.fail(Error::Read {
-                            input: input.name(),
-                            source,
-                        });
-                    }
+            match self.write(job, runtime) {
+                Ok(used) => chunk = used,
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+
+    /// Reads the next unit into `chunk`, opening the next input when one ends; `None` when
+    /// every input has been read.
+    fn next_unit(&self, cursor: &mut Cursor, mut chunk: Chunk) -> Result<Option<Job>> {
+        loop {
+            let Some(open) = &mut cursor.open else {
+                let Some(input) = self.inputs.get(cursor.next_input) else {
+                    return Ok(None);
                 };
-                let lines = chunk.lines() as u64;
-                let job = Job {
-                    input: index,
+                cursor.open = Some(OpenInput {
+                    index: cursor.next_input,
+                    reader: input.open_counting(self.bytes_read.clone())?,
+                    next_line: 1,
+                });
+                cursor.next_input += 1;
+                continue;
+            };
+            let read = chunk
+                .refill(&mut open.reader, self.batch_lines)
+                .map_err(|source| Error::Read {
+                    input: self.inputs[open.index].name(),
+                    source,
+                })?;
+            if read {
+                let first_line = open.next_line;
+                open.next_line += chunk.lines() as u64;
+                return Ok(Some(Job {
+                    input: open.index,
                     first_line,
                     chunk,
-                };
-                if send.send(job).is_err() {
-                    return;
-                }
-                first_line += lines;
+                }));
             }
+            cursor.open = None;
         }
     }
 
-    /// Takes units off the queue and writes them, until the queue is closed.
-    fn work(&self, receive: &Mutex<Receiver<Job>>, runtime: &tokio::runtime::Handle) {
-        loop {
-            let job = receive
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .recv();
-            let Ok(job) = job else { return };
-            if self.stop.load(Ordering::Relaxed) {
-                continue;
-            }
-            if let Err(e) = self.write(job, runtime) {
-                self.fail(e);
-            }
-        }
-    }
-
-    /// Decodes one unit and writes its files, then adds it to the summary.
-    fn write(&self, job: Job, runtime: &tokio::runtime::Handle) -> Result<()> {
+    /// Decodes one unit and writes its files, then adds it to the summary; gives the chunk
+    /// back for the next unit.
+    fn write(&self, job: Job, runtime: &tokio::runtime::Handle) -> Result<Chunk> {
         let input = &self.inputs[job.input];
         let mut unit = ImportSummary {
             lines: job.chunk.lines() as u64,
@@ -298,10 +311,6 @@ impl Shared {
             })?;
         unit.events = events.len() as u64;
         drop(events);
-        self.spare
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(job.chunk);
         unit.files = committed.files.len() as u64;
         unit.bytes_out = committed.bytes();
         for file in &committed.files {
@@ -321,7 +330,7 @@ impl Shared {
             }
         };
         (self.progress)(&progress);
-        Ok(())
+        Ok(job.chunk)
     }
 }
 

@@ -223,26 +223,22 @@ impl Chunk {
     /// Reads up to `max` lines from `input` into a new chunk; `None` at the end.
     #[cfg(test)]
     pub(crate) fn read(input: &mut dyn BufRead, max: usize) -> io::Result<Option<Chunk>> {
-        Chunk::default().refill(input, max)
+        let mut chunk = Chunk::default();
+        Ok(chunk.refill(input, max)?.then_some(chunk))
     }
 
     /// Reads up to `max` lines from `input` into this chunk's buffers (emptied first, their
-    /// capacity kept: a recycled chunk costs no new pages); `None` at the end.
-    pub(crate) fn refill(
-        mut self,
-        input: &mut dyn BufRead,
-        max: usize,
-    ) -> io::Result<Option<Chunk>> {
-        let chunk = &mut self;
-        chunk.data.clear();
-        chunk.ends.clear();
-        while chunk.ends.len() < max {
-            if input.read_until(b'\n', &mut chunk.data)? == 0 {
+    /// capacity kept: a reused chunk costs no new pages); `false` at the end of `input`.
+    pub(crate) fn refill(&mut self, input: &mut dyn BufRead, max: usize) -> io::Result<bool> {
+        self.data.clear();
+        self.ends.clear();
+        while self.ends.len() < max {
+            if input.read_until(b'\n', &mut self.data)? == 0 {
                 break;
             }
-            chunk.ends.push(chunk.data.len());
+            self.ends.push(self.data.len());
         }
-        Ok((!self.ends.is_empty()).then_some(self))
+        Ok(!self.ends.is_empty())
     }
 
     /// How many lines.

@@ -435,22 +435,27 @@ impl Sealed {
         self.files.iter().map(|f| f.data.len() as u64).sum()
     }
 
-    /// Stores every file; returns once all are durable. Storing again after a failure
-    /// replaces the same objects.
+    /// Stores every file, all at once (one round trip of latency to object storage, not one
+    /// a file); returns once all are durable. Storing again after a failure replaces the same
+    /// objects.
     pub async fn store(&self, storage: &dyn Storage) -> Result<Committed> {
-        let mut committed = Committed::default();
-        for file in &self.files {
-            storage.put(&file.path, file.data.clone()).await?;
-            if let Some(table) = file.table {
-                committed.files.push(FileWritten {
-                    path: file.path.clone(),
-                    table,
-                    rows: file.rows,
-                    bytes: file.data.len() as u64,
-                });
-            }
-        }
-        Ok(committed)
+        futures::future::try_join_all(
+            self.files
+                .iter()
+                .map(|file| storage.put(&file.path, file.data.clone())),
+        )
+        .await?;
+        let files = self.files.iter().filter_map(|file| {
+            Some(FileWritten {
+                path: file.path.clone(),
+                table: file.table?,
+                rows: file.rows,
+                bytes: file.data.len() as u64,
+            })
+        });
+        Ok(Committed {
+            files: files.collect(),
+        })
     }
 }
 

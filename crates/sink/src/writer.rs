@@ -97,12 +97,17 @@ impl Writer {
     /// Writes `events` as one file per partition (table and UTC hour of `time_us`), each named
     /// after `name`. Returns once every file is durable; only then may the caller acknowledge
     /// the batch. Rows keep the order of `events` within each file.
+    ///
+    /// Each file is stored on a task of its own while the next one is encoded, so a slow
+    /// store (an fsync, an S3 round trip) does not leave the CPU idle. Must be called within
+    /// a tokio runtime, which runs those tasks.
     pub async fn write(&self, name: &BatchName, events: &[Event<'_>]) -> Result<Committed> {
         let mut partitions: BTreeMap<PartitionKey, BatchBuilder> = BTreeMap::new();
         for event in events {
             partitions.entry(event.partition()).or_default().push(event);
         }
         let mut committed = Committed::default();
+        let mut puts = tokio::task::JoinSet::new();
         for (key, builder) in partitions {
             let path = format!("{}/{}", key.path(), name.file_name());
             for (table, batch) in builder.finish()? {
@@ -110,15 +115,20 @@ impl Writer {
                     partition: key.path(),
                     source,
                 })?;
-                let bytes = file.len() as u64;
-                self.storage.put(&path, file).await?;
                 committed.files.push(FileWritten {
                     path: path.clone(),
                     table,
                     rows: batch.num_rows(),
-                    bytes,
+                    bytes: file.len() as u64,
                 });
+                let (storage, path) = (Arc::clone(&self.storage), path.clone());
+                puts.spawn(async move { storage.put(&path, file).await });
             }
+        }
+        // The first failure is returned; dropping the set abandons the other stores, whose
+        // files (complete or absent, never partial) are rewritten when the batch is.
+        while let Some(put) = puts.join_next().await {
+            put.map_err(|e| Error::Task(e.to_string()))??;
         }
         Ok(committed)
     }
