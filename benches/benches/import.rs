@@ -1,13 +1,15 @@
 //! `firehose import`'s scaling with threads: the same generated capture imported into a local
-//! dataset with 1 thread, then with 2, as `firehose_import::import` runs it (a reader thread
-//! cutting units of 80,000 lines, worker threads decoding, building Arrow, encoding Parquet
-//! and storing files).
+//! dataset with 1 thread, then with 2, as `firehose_import::import` runs it (each thread
+//! cutting the next unit of 80,000 lines in turn, then decoding it, building Arrow, encoding
+//! Parquet and storing its files).
 //!
 //! `cargo bench -p firehose-benches --bench import [-- EVENTS [ROUNDS [THREADS…]]]` (1,000,000
 //! events, 3 rounds, 1 and 2 threads by default) prints for each thread count the wall time,
 //! events per second, CPU seconds, events per CPU-second and the peak RSS of the round (the
 //! peak is reset before each round through `/proc/self/clear_refs`), each the median of the
-//! rounds; then each rate as a multiple of the first.
+//! rounds; then each rate as a multiple of the first. Each round runs every thread count once.
+//! A peak after the first round also counts what the allocator kept from the round before, so
+//! the README's peak RSS per thread count comes from `/usr/bin/time -v firehose import`.
 #![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
 use std::time::Instant;
@@ -49,10 +51,11 @@ fn main() {
         .build()
         .expect("runtime");
     let inputs = [Input::File(capture.clone())];
-    let mut rates = Vec::new();
-    for &n in &threads {
-        let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
+    // Rounds take the thread counts in turn (1, 2, 1, 2, …), so a change in the machine's speed
+    // while the bench runs (a busy neighbour on a shared host) weighs on every count alike.
+    let mut figures = vec![(Vec::new(), Vec::new(), Vec::new()); threads.len()];
+    for round in 0..rounds {
+        for (&n, (wall, cpu, rss)) in threads.iter().zip(&mut figures) {
             let out = dir.join(format!("out-{n}-{round}"));
             let _ = std::fs::write("/proc/self/clear_refs", "5");
             let (cpu0, started) = (process_cpu(), Instant::now());
@@ -70,6 +73,9 @@ fn main() {
             rss.push(peak_rss_mb());
             std::fs::remove_dir_all(&out).expect("clean up");
         }
+    }
+    let mut rates = Vec::new();
+    for (&n, (wall, cpu, rss)) in threads.iter().zip(figures) {
         let (wall, cpu, rss) = (median(wall), median(cpu), median(rss));
         let rate = events as f64 / wall;
         rates.push(rate);
