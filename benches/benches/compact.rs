@@ -19,9 +19,8 @@ use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::{CompactOptions, LocalStorage, compact};
 use firehose_synth::Config;
 
-/// The allocator the `firehose` binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator the `firehose` binary uses.
+use firehose_allocator as _;
 
 /// Copies a directory tree.
 fn copy_tree(from: &Path, to: &Path) {

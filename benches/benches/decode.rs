@@ -6,9 +6,8 @@
 
 use std::hint::black_box;
 
-/// The allocator the `firehose` binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator the `firehose` binary uses.
+use firehose_allocator as _;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firehose_core::{BatchBuilder, Event};

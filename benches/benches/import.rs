@@ -8,8 +8,9 @@
 //! events per second, CPU seconds, events per CPU-second and the peak RSS of the round (the
 //! peak is reset before each round through `/proc/self/clear_refs`), each the median of the
 //! rounds; then each rate as a multiple of the first. Each round runs every thread count once.
-//! A peak after the first round also counts what the allocator kept from the round before, so
-//! the README's peak RSS per thread count comes from `/usr/bin/time -v firehose import`.
+//! The allocator keeps freed memory, as in `firehose import`, so a peak after the first round
+//! also counts what the rounds before left; the README's peak RSS per thread count comes from
+//! `/usr/bin/time -v firehose import`.
 #![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
 use std::time::Instant;
@@ -19,16 +20,14 @@ use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::LocalStorage;
 use firehose_synth::Config;
 
-/// The allocator the `firehose` binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let ScalingArgs {
         events,
         rounds,
         threads,
     } = ScalingArgs::from_env();
+    // As `firehose import` does.
+    firehose_allocator::keep_freed_memory();
     let dir = std::env::temp_dir().join(format!("firehose-bench-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let capture = write_capture(

@@ -18,8 +18,8 @@ use parquet::basic::Encoding;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator the `firehose` binary uses.
+use firehose_allocator as _;
 
 /// Columns holding CIDs (and, last, the JSON of other records): the record's own CID never
 /// repeats within a file, those of subjects do when one post gets several likes.

@@ -24,9 +24,8 @@ use firehose_benches::{median, process_cpu};
 use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
 use firehose_sink::{BatchName, LocalStorage, OpenFiles, ParquetOptions, Writer, encode};
 
-/// The allocator the `firehose` binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator the `firehose` binary uses.
+use firehose_allocator as _;
 
 /// CPU time of the calling thread, in nanoseconds, from the scheduler
 /// (`/proc/thread-self/schedstat`, Linux).

@@ -60,6 +60,8 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
             "--batch-lines and --threads must be at least 1".into(),
         ));
     }
+    // The workers free and allocate a unit's buffers over and over: keep the pages.
+    firehose_allocator::keep_freed_memory();
     let bar = progress_bar();
     let shown = bar.clone();
     let runtime = crate::runtime()?;

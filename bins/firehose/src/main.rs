@@ -22,10 +22,8 @@ use std::sync::Arc;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use firehose_sink::Storage;
 
-/// mimalloc keeps freed memory for reuse: the writer allocates and frees large Arrow buffers
-/// for every batch, which the system allocator returns to the kernel and faults in again.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc (see the crate for why).
+use firehose_allocator as _;
 
 /// Archive the Bluesky firehose (Jetstream) as Hive-partitioned Parquet, and work with the
 /// archive.

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use firehose_core::{BatchBuilder, Event, PartitionKey, Table};
 
 use crate::encode::{ParquetOptions, encode};
+use crate::rolling::SealedFile;
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -94,6 +96,37 @@ impl Writer {
         &self.storage
     }
 
+    /// The Parquet settings.
+    pub fn options(&self) -> &ParquetOptions {
+        &self.options
+    }
+
+    /// The files [`write`](Self::write) stores for `events`, built as Arrow but not yet
+    /// encoded, in partition order: for callers that encode them on threads of their own
+    /// ([`PendingFile::encode`]) and store them with [`Sealed::store`](crate::Sealed::store).
+    pub fn build<'a, 'e: 'a>(
+        &self,
+        name: &BatchName,
+        events: impl IntoIterator<Item = &'a Event<'e>>,
+    ) -> Result<Vec<PendingFile>> {
+        let mut partitions: BTreeMap<PartitionKey, BatchBuilder> = BTreeMap::new();
+        for event in events {
+            partitions.entry(event.partition()).or_default().push(event);
+        }
+        let mut files = Vec::new();
+        for (key, builder) in partitions {
+            let path = format!("{}/{}", key.path(), name.file_name());
+            for (table, batch) in builder.finish()? {
+                files.push(PendingFile {
+                    path: path.clone(),
+                    table,
+                    batch,
+                });
+            }
+        }
+        Ok(files)
+    }
+
     /// Writes `events` as one file per partition (table and UTC hour of `time_us`), each named
     /// after `name`. Returns once every file is durable; only then may the caller acknowledge
     /// the batch. Rows keep the order of `events` within each file.
@@ -102,28 +135,18 @@ impl Writer {
     /// store (an fsync, an S3 round trip) does not leave the CPU idle. Must be called within
     /// a tokio runtime, which runs those tasks.
     pub async fn write(&self, name: &BatchName, events: &[Event<'_>]) -> Result<Committed> {
-        let mut partitions: BTreeMap<PartitionKey, BatchBuilder> = BTreeMap::new();
-        for event in events {
-            partitions.entry(event.partition()).or_default().push(event);
-        }
         let mut committed = Committed::default();
         let mut puts = tokio::task::JoinSet::new();
-        for (key, builder) in partitions {
-            let path = format!("{}/{}", key.path(), name.file_name());
-            for (table, batch) in builder.finish()? {
-                let file = encode(&batch, &self.options).map_err(|source| Error::Parquet {
-                    partition: key.path(),
-                    source,
-                })?;
-                committed.files.push(FileWritten {
-                    path: path.clone(),
-                    table,
-                    rows: batch.num_rows(),
-                    bytes: file.len() as u64,
-                });
-                let (storage, path) = (Arc::clone(&self.storage), path.clone());
-                puts.spawn(async move { storage.put(&path, file).await });
-            }
+        for file in self.build(name, events)? {
+            let sealed = file.encode(&self.options)?;
+            committed.files.push(FileWritten {
+                path: sealed.path.clone(),
+                table: file.table,
+                rows: sealed.rows,
+                bytes: sealed.data.len() as u64,
+            });
+            let storage = Arc::clone(&self.storage);
+            puts.spawn(async move { storage.put(&sealed.path, sealed.data).await });
         }
         // The first failure is returned; dropping the set abandons the other stores, whose
         // files (complete or absent, never partial) are rewritten when the batch is.
@@ -131,5 +154,39 @@ impl Writer {
             put.map_err(|e| Error::Task(e.to_string()))??;
         }
         Ok(committed)
+    }
+}
+
+/// One file of a batch, built as Arrow, waiting to be encoded.
+#[derive(Debug)]
+pub struct PendingFile {
+    path: String,
+    table: Table,
+    batch: RecordBatch,
+}
+
+impl PendingFile {
+    /// Its path relative to the dataset root.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Its table.
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// Encodes it as Parquet: CPU work, for any thread.
+    pub fn encode(&self, options: &ParquetOptions) -> Result<SealedFile> {
+        let data = encode(&self.batch, options).map_err(|source| Error::Parquet {
+            partition: self.path.clone(),
+            source,
+        })?;
+        Ok(SealedFile {
+            path: self.path.clone(),
+            table: Some(self.table),
+            rows: self.batch.num_rows(),
+            data,
+        })
     }
 }
