@@ -29,11 +29,11 @@ pub(crate) struct Args {
     #[arg(long, short = 'o')]
     out: String,
     /// Lines per unit of work (and per file in each partition). Memory grows with it: a peak
-    /// of about 300 MB with one thread, 240 MB a thread with more, at the default.
+    /// of about 250 MB with one thread, 200 MB a thread with more, at the default.
     #[arg(long, default_value_t = 80_000)]
     batch_lines: usize,
-    /// Threads that read, decode, encode and store (no other thread works); default: one per
-    /// core.
+    /// Threads that read, decode and encode (the stores wait on one more, mostly idle);
+    /// default: one per core.
     #[arg(long, short = 'j')]
     threads: Option<usize>,
     /// Parquet compression: zstd, snappy, gzip, lz4 or none.
