@@ -22,8 +22,8 @@ pub struct ImportOptions {
     /// Lines per unit of work; each unit becomes one file per partition it touches. Larger
     /// units make fewer, larger files and use more memory (see [`import`]).
     pub batch_lines: usize,
-    /// Threads that read, decode, build Arrow, encode Parquet and store; no other thread
-    /// works, so `threads: 1` is one core.
+    /// Threads that read, decode, build Arrow and encode Parquet; the stores wait on the
+    /// caller's runtime, so `threads: 1` is one core and the kernel's work for the stores.
     pub threads: usize,
     /// The Parquet settings.
     pub parquet: ParquetOptions,
