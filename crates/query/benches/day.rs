@@ -32,6 +32,9 @@ use firehose_query::{Dataset, Engagement, PostQuery, QueryOptions, Rows, TimeRan
 use firehose_sink::{BatchName, CompactOptions, LocalStorage, ParquetOptions, Writer, compact};
 use firehose_synth::{Config, Generator};
 
+// The allocator of `firehose serve` and `firehose query`.
+use firehose_allocator as _;
+
 const DAY_US: i64 = 86_400_000_000;
 const HOUR_US: i64 = 3_600_000_000;
 /// 2026-11-20T00:00:00Z.
