@@ -311,10 +311,10 @@ impl Shared {
             &format!("import-{}", job.first_line),
             &format!("{last_line}-{:016x}", content_hash(&job.chunk.data)),
         )?;
-        let lines = format!("{}-{last_line}", job.first_line);
+        let range = format!("{}-{last_line}", job.first_line);
         let failed = |source| Error::Write {
             input: input.name(),
-            lines: lines.clone(),
+            lines: range.clone(),
             source,
         };
         let events = pieces.iter().flat_map(|piece| &piece.events);
