@@ -1,7 +1,9 @@
 //! `firehose compact`'s scaling with threads: the same uncompacted dataset (generated events
 //! over six hours, imported in units of 20,000 lines: about 50 files in each of some 60 table
 //! and hour partitions) compacted with 1 thread, then with 2, as `firehose_sink::compact` runs
-//! it (partitions at once, each one's decoding, sorting and encoding on a blocking thread).
+//! it (partitions at once, each one's decoding, sorting and encoding on a blocking thread). The
+//! allocator keeps freed memory, as in `firehose compact`, so a peak after the first round also
+//! counts what the rounds before left.
 //!
 //! `cargo bench -p firehose-benches --bench compact [-- EVENTS [ROUNDS [THREADS…]]]`
 //! (1,000,000 events, 3 rounds, 1 and 2 threads by default) prints for each thread count the
@@ -18,9 +20,6 @@ use firehose_benches::{ScalingArgs, median, peak_rss_mb, process_cpu, write_capt
 use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::{CompactOptions, LocalStorage, compact};
 use firehose_synth::Config;
-
-// The allocator the `firehose` binary uses.
-use firehose_allocator as _;
 
 /// Copies a directory tree.
 fn copy_tree(from: &Path, to: &Path) {
@@ -42,6 +41,8 @@ fn main() {
         rounds,
         threads,
     } = ScalingArgs::from_env();
+    // As `firehose compact` does.
+    firehose_allocator::keep_freed_memory();
     let dir = std::env::temp_dir().join(format!("firehose-bench-compact-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let capture = write_capture(

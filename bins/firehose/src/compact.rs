@@ -47,8 +47,9 @@ pub(crate) struct Settings {
     /// by default); needs room for about the partition's size.
     #[arg(long)]
     spill_dir: Option<PathBuf>,
-    /// Partitions compacted at once (default: the number of cores plus one: a partition waits
-    /// on reads and fsyncs part of the time, and another one fills the core meanwhile).
+    /// Partitions read, sorted and encoded at once, a thread each (default: one per core); a
+    /// partition that is storing its last output and deleting its inputs no longer counts, so
+    /// a wait on the disk or the network does not leave a core idle.
     #[arg(long, short = 'j', value_name = "N")]
     threads: Option<usize>,
     /// Memory the partitions compacted at once may take together, each estimated as its
@@ -65,7 +66,7 @@ impl Settings {
             target_size: self.target_size,
             threads: self
                 .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from) + 1)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
                 .max(1),
             memory_budget: self.memory_budget,
             ..CompactOptions::default()
@@ -92,6 +93,9 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
         dry_run: args.dry_run,
         ..args.settings.options()
     };
+    // A one-off run frees and allocates each partition's buffers over and over: keep the
+    // pages (not in `maintain`, a service, whose peak would stay its size).
+    firehose_allocator::keep_freed_memory();
     let runtime = runtime()?;
     let storage = open_storage(&args.data, &runtime)?;
     let started = Instant::now();

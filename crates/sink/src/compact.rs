@@ -4,10 +4,11 @@
 //! # How a partition is compacted
 //!
 //! 1. Its inputs are every `*.parquet` file in it, earlier compacted outputs included. They
-//!    are read one at a time, in batches, and each row goes to the *time slice* of the hour it
-//!    falls in, spilled to a local temporary directory (Arrow IPC, LZ4). The number of slices
-//!    comes from the partition's size, so each slice holds about
-//!    [`CompactOptions::slice_bytes`] of input Parquet.
+//!    are read a group at a time (up to [`CompactOptions::slice_bytes`] together, or one larger
+//!    file), in batches, and each row goes to the *time slice* of the hour it falls in, spilled
+//!    to a local temporary directory (Arrow IPC, LZ4); a partition of at most two slices keeps
+//!    them in memory instead. The number of slices comes from the partition's size, so each
+//!    slice holds about [`CompactOptions::slice_bytes`] of input Parquet.
 //! 2. Slice by slice, in time order, the rows are sorted by `(time_us, did, collection, rkey,
 //!    rev)`, and a row whose event key was already written is dropped (the key of every row
 //!    written so far is remembered as a 128-bit hash, so a duplicate with a different
@@ -31,9 +32,10 @@
 //!
 //! Bounded by the settings rather than by the partition's size: the output file being built (up to
 //! `target_size` of Parquet, held in memory until it is stored; the buffer is reserved once
-//! and only the pages written become resident), the largest input file (fetched whole) and one
-//! decoded batch of it, one time slice decoded (about 4 times `slice_bytes`, since Arrow is
-//! about 4 times larger than zstd Parquet for this data), the key columns of that slice (once
+//! and only the pages written become resident), a group of inputs (fetched whole: up to
+//! `slice_bytes`, or the largest input file when it is larger) and one decoded batch, one time
+//! slice decoded (about 4 times `slice_bytes`, since Arrow is about 4 times larger than zstd
+//! Parquet for this data; two in a partition that keeps its slices), the key columns of that slice (once
 //! more for sorting), and about 32 bytes per distinct event of the partition for the keys
 //! seen. Outputs are built from the sorted slice a chunk of rows at a time, so the slice is
 //! never copied whole. The Parquet writer adds its dictionaries (up to 8 MiB per column) and
@@ -59,9 +61,11 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use bytes::Bytes;
 use firehose_core::{HOUR_US, PartitionKey, layout, schema};
 use futures::StreamExt;
+use futures::future::try_join_all;
 use futures::stream::FuturesUnordered;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio::sync::SemaphorePermit;
 
 use crate::encode::ParquetOptions;
 use crate::retention::partition_of;
@@ -335,38 +339,68 @@ pub async fn compact(
     // threads; progress callbacks come one at a time (the futures are polled in turn, and none
     // holds the callback across an await).
     let progress = std::cell::RefCell::new(on_progress);
-    let threads = options.threads.max(1);
+    // A partition holds a CPU slot while it reads, sorts and encodes, and gives it back while it
+    // stores its last output and deletes its inputs, so a partition waiting on the disk or the
+    // network does not keep a core idle; its memory stays reserved until it is done.
+    let slots = tokio::sync::Semaphore::new(options.threads.max(1));
     let mut queue = todo.into_iter().enumerate().peekable();
     let mut running = FuturesUnordered::new();
     let mut reserved = 0u64;
+    let fits = |reserved: u64, files: &[ObjectInfo]| {
+        reserved.saturating_add(partition_memory(files, options)) <= options.memory_budget
+    };
     loop {
+        // Start partitions while a slot is free and the budget allows; one always runs.
         while let Some((_, (_, files))) = queue.peek() {
-            let memory = partition_memory(files, options);
-            let full =
-                running.len() >= threads || reserved.saturating_add(memory) > options.memory_budget;
-            if full && !running.is_empty() {
+            if !running.is_empty() && !fits(reserved, files) {
                 break;
             }
+            let Ok(slot) = slots.try_acquire() else {
+                break;
+            };
             let Some((i, (key, files))) = queue.next() else {
                 break;
             };
+            let memory = partition_memory(&files, options);
             reserved += memory;
             let progress = &progress;
             running.push(async move {
                 let mut report = |p: Progress<'_>| (progress.borrow_mut())(p);
-                let done =
-                    compact_one(storage, key, files, i + 1, total, options, &mut report).await;
+                let done = compact_one(
+                    storage,
+                    key,
+                    files,
+                    (i + 1, total),
+                    options,
+                    slot,
+                    &mut report,
+                )
+                .await;
                 (memory, done)
             });
         }
-        let Some((memory, done)) = running.next().await else {
-            break;
-        };
-        reserved -= memory;
-        report.add(&done?);
+        // Wait for a partition to finish, or to give its slot back while the next one fits.
+        let next_fits = queue
+            .peek()
+            .is_some_and(|(_, (_, files))| fits(reserved, files));
+        tokio::select! {
+            done = running.next() => {
+                let Some((memory, done)) = done else {
+                    break;
+                };
+                reserved -= memory;
+                report.add(&done?);
+            }
+            slot = slots.acquire(), if next_fits => drop(slot),
+        }
     }
     Ok(report)
 }
+
+/// Partitions of up to this many slices keep them in memory instead of spilling them; two
+/// slices decoded (about 8 times [`CompactOptions::slice_bytes`]) stay within the memory
+/// counted for a slice being sorted.
+const HELD_SLICES: usize = 2;
 
 /// The memory one partition's compaction takes, at most about: its largest input (read whole),
 /// ten times the slice size (a slice decoded, sorted and merged) and the output being encoded
@@ -375,18 +409,20 @@ pub fn partition_memory(files: &[ObjectInfo], options: &CompactOptions) -> u64 {
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     let largest = files.iter().map(|f| f.size).max().unwrap_or(0);
     largest
+        .max(options.slice_bytes)
         .saturating_add(options.slice_bytes.saturating_mul(10))
         .saturating_add(bytes.min(options.target_size))
 }
 
-/// Compacts (or, dry, reports) the `index`-th partition of `total`, with its progress.
+/// Compacts (or, dry, reports) the `index`-th partition of `total`, with its progress; `slot`
+/// is its CPU slot, given back once its CPU work is done.
 async fn compact_one(
     storage: &dyn Storage,
     key: PartitionKey,
     files: Vec<ObjectInfo>,
-    index: usize,
-    total: usize,
+    (index, total): (usize, usize),
     options: &CompactOptions,
+    slot: SemaphorePermit<'_>,
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<PartitionCompacted> {
     let partition = key.path();
@@ -407,7 +443,7 @@ async fn compact_one(
             ..PartitionCompacted::default()
         }
     } else {
-        compact_partition(storage, key, &files, options, on_progress).await?
+        compact_partition(storage, key, &files, options, slot, on_progress).await?
     };
     done.elapsed = started.elapsed();
     on_progress(Progress::Finished(&done));
@@ -450,6 +486,7 @@ async fn compact_partition(
     key: PartitionKey,
     files: &[ObjectInfo],
     options: &CompactOptions,
+    slot: SemaphorePermit<'_>,
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<PartitionCompacted> {
     let partition = key.path();
@@ -475,23 +512,42 @@ async fn compact_partition(
         slices,
         &partition,
     )?;
-    for (i, file) in files.iter().enumerate() {
-        let data = storage.get(&file.path).await?;
-        let path = file.path.clone();
+    // Inputs go in groups of up to a slice's worth, read at once and then scattered in one
+    // blocking call: each hand-over between the runtime and a blocking thread waits for a core
+    // when every core is busy, and one per small file left the cores idle.
+    let mut read = 0;
+    while read < files.len() {
+        let mut group = 0;
+        let mut group_bytes = 0u64;
+        for file in &files[read..] {
+            if group > 0 && group_bytes.saturating_add(file.size) > options.slice_bytes {
+                break;
+            }
+            group += 1;
+            group_bytes = group_bytes.saturating_add(file.size);
+        }
+        let inputs = &files[read..read + group];
+        let data = try_join_all(inputs.iter().map(|f| storage.get(&f.path))).await?;
+        let paths: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
         let (returned, rows) = blocking(move || {
-            let rows = scatter.add(&path, data);
+            let rows: Result<u64> = paths
+                .iter()
+                .zip(data)
+                .map(|(path, data)| scatter.add(path, data))
+                .sum();
             (scatter, rows)
         })
         .await?;
         scatter = returned;
         report.rows_in += rows?;
+        read += group;
         on_progress(Progress::Read {
             partition: &partition,
-            read: i + 1,
+            read,
             files: files.len(),
         });
     }
-    let slice_paths = scatter.finish()?;
+    let slices = scatter.finish()?;
 
     // 2 and 3. Slice by slice: sort, drop duplicates, write outputs of about the target size.
     let mut merge = Merge {
@@ -528,9 +584,9 @@ async fn compact_partition(
         report.outputs.push(path);
         Ok(())
     };
-    for slice in slice_paths {
+    for slice in slices {
         let (returned, finished) = blocking(move || {
-            let finished = merge.add_slice(&slice);
+            let finished = merge.add_slice(slice);
             (merge, finished)
         })
         .await?;
@@ -540,15 +596,16 @@ async fn compact_partition(
         }
     }
     report.duplicates = merge.duplicates;
-    if let Some((file, rows)) = blocking(move || merge.finish()).await?? {
+    let last = blocking(move || merge.finish()).await??;
+    // The CPU work is done: the slot goes to the next partition while this one stores.
+    drop(slot);
+    if let Some((file, rows)) = last {
         store(file, rows, &mut report).await?;
     }
     drop(spill);
 
     // 4. Every output is durable: the inputs can go.
-    for file in files {
-        storage.delete(&file.path).await?;
-    }
+    try_join_all(files.iter().map(|f| storage.delete(&f.path))).await?;
     tracing::info!(
         %partition,
         files_in = report.files_in,
@@ -613,6 +670,15 @@ struct Scatter {
     hour_start_us: i64,
     partition: String,
     slices: Vec<(PathBuf, Option<StreamWriter<BufWriter<File>>>)>,
+    /// A small partition (up to [`HELD_SLICES`] slices) keeps its slices in memory: spilling
+    /// them would only make it wait on the disk, and they fit the memory counted for a slice.
+    held: Option<Vec<Vec<RecordBatch>>>,
+}
+
+/// A time slice's rows: spilled to a file, or held when the partition is small.
+enum Slice {
+    Spilled(PathBuf),
+    Held(Vec<RecordBatch>),
 }
 
 impl Scatter {
@@ -630,6 +696,7 @@ impl Scatter {
             slices: (0..slices)
                 .map(|i| (spill.path.join(format!("slice-{i:04}.arrows")), None))
                 .collect(),
+            held: (slices <= HELD_SLICES).then(|| vec![Vec::new(); slices]),
         })
     }
 
@@ -678,6 +745,10 @@ impl Scatter {
     }
 
     fn write(&mut self, slice: usize, batch: RecordBatch) -> Result<()> {
+        if let Some(held) = &mut self.held {
+            held[slice].push(batch);
+            return Ok(());
+        }
         let (path, writer) = &mut self.slices[slice];
         let writer = match writer {
             Some(w) => w,
@@ -700,8 +771,15 @@ impl Scatter {
             .map_err(|e| compact_error(&self.partition, e))
     }
 
-    /// Closes the spill files; returns those that hold rows, in time order.
-    fn finish(self) -> Result<Vec<PathBuf>> {
+    /// Closes the spill files; returns the slices that hold rows, in time order.
+    fn finish(self) -> Result<Vec<Slice>> {
+        if let Some(held) = self.held {
+            return Ok(held
+                .into_iter()
+                .filter(|batches| !batches.is_empty())
+                .map(Slice::Held)
+                .collect());
+        }
         let mut out = Vec::new();
         for (path, writer) in self.slices {
             if let Some(mut writer) = writer {
@@ -713,7 +791,7 @@ impl Scatter {
                     .map_err(|e| compact_error(&self.partition, e))?;
                 file.into_inner()
                     .map_err(|e| spill_error(&path)(e.into_error()))?;
-                out.push(path);
+                out.push(Slice::Spilled(path));
             }
         }
         Ok(out)
@@ -779,13 +857,18 @@ struct Output {
 
 impl Merge {
     /// Adds the rows of one spilled slice; returns the outputs that reached their target size.
-    fn add_slice(&mut self, path: &Path) -> Result<Vec<(Vec<u8>, u64)>> {
-        let file = File::open(path).map_err(spill_error(path))?;
-        let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
-            .map_err(|e| compact_error(&self.partition, e))?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| compact_error(&self.partition, e))?;
+    fn add_slice(&mut self, slice: Slice) -> Result<Vec<(Vec<u8>, u64)>> {
+        let batches = match slice {
+            Slice::Held(batches) => batches,
+            Slice::Spilled(path) => {
+                let file = File::open(&path).map_err(spill_error(&path))?;
+                let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
+                    .map_err(|e| compact_error(&self.partition, e))?;
+                reader
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| compact_error(&self.partition, e))?
+            }
+        };
         let rows = self.sorted_unique_rows(&batches)?;
         // Copy the rows out in order a chunk at a time, so the slice is never held twice.
         let mut finished = Vec::new();
