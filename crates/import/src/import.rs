@@ -10,7 +10,7 @@ use firehose_core::Event;
 use rayon::prelude::*;
 use std::io::BufRead;
 
-use firehose_sink::{BatchName, ParquetOptions, Storage, Writer};
+use firehose_sink::{BatchName, ParquetOptions, Storage, Storing, Writer};
 use serde::Serialize;
 
 use crate::input::{Chunk, Input};
@@ -321,34 +321,18 @@ impl Shared {
         let files = self.writer.build(&name, events).map_err(failed)?;
         drop(pieces);
         // Each file is encoded as a piece of its own, and stored while the others encode.
-        let stored: Vec<_> = files
+        let storing = files
             .par_iter()
-            .map(|file| {
-                let sealed = file.encode(self.writer.options())?;
-                let (storage, path) = (self.writer.storage().clone(), sealed.path.clone());
-                let written = (file.table(), sealed.rows as u64, sealed.data.len() as u64);
-                let put = runtime.spawn(async move { storage.put(&path, sealed.data).await });
-                Ok((written, put))
-            })
-            .collect::<firehose_sink::Result<_>>()
+            .map(|file| self.writer.encode_and_store(file, runtime))
+            .collect::<firehose_sink::Result<Vec<_>>>()
             .map_err(failed)?;
         drop(files);
-        unit.files = stored.len() as u64;
-        let mut puts = Vec::with_capacity(stored.len());
-        for ((table, rows, bytes), put) in stored {
-            unit.bytes_out += bytes;
-            *unit.tables.entry(table.name()).or_default() += rows;
-            puts.push(put);
+        let committed = runtime.block_on(Storing::finish(storing)).map_err(failed)?;
+        unit.files = committed.files.len() as u64;
+        unit.bytes_out = committed.bytes();
+        for file in &committed.files {
+            *unit.tables.entry(file.table.name()).or_default() += file.rows as u64;
         }
-        runtime
-            .block_on(async {
-                for put in puts {
-                    put.await
-                        .map_err(|e| firehose_sink::Error::Task(e.to_string()))??;
-                }
-                Ok(())
-            })
-            .map_err(failed)?;
         let progress = {
             let mut summary = self.summary();
             summary.add(unit, self.keep_errors, &self.inputs);

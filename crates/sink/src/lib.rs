@@ -91,7 +91,7 @@ pub use rolling::{
     dead_letter_schema,
 };
 pub use storage::{ObjectInfo, Storage};
-pub use writer::{BatchName, Committed, PendingFile, Writer};
+pub use writer::{BatchName, Committed, PendingFile, Storing, Writer};
 
 /// The dataset at `location`: a local directory, or `s3://bucket/prefix` (feature `s3`) with
 /// the endpoint, region and credentials from the standard AWS environment

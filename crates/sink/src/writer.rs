@@ -103,7 +103,7 @@ impl Writer {
 
     /// The files [`write`](Self::write) stores for `events`, built as Arrow but not yet
     /// encoded, in partition order: for callers that encode them on threads of their own
-    /// ([`PendingFile::encode`]) and store them with [`Sealed::store`](crate::Sealed::store).
+    /// ([`Writer::encode_and_store`], then [`Storing::finish`]).
     pub fn build<'a, 'e: 'a>(
         &self,
         name: &BatchName,
@@ -135,23 +135,51 @@ impl Writer {
     /// store (an fsync, an S3 round trip) does not leave the CPU idle. Must be called within
     /// a tokio runtime, which runs those tasks.
     pub async fn write(&self, name: &BatchName, events: &[Event<'_>]) -> Result<Committed> {
+        let runtime = tokio::runtime::Handle::current();
+        let storing = self
+            .build(name, events)?
+            .iter()
+            .map(|file| self.encode_and_store(file, &runtime))
+            .collect::<Result<Vec<_>>>()?;
+        Storing::finish(storing).await
+    }
+
+    /// Encodes `file` (CPU work, on the calling thread) and starts storing it on `runtime`;
+    /// [`Storing::finish`] waits for the stores.
+    pub fn encode_and_store(
+        &self,
+        file: &PendingFile,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Storing> {
+        let sealed = file.encode(&self.options)?;
+        let written = FileWritten {
+            path: sealed.path.clone(),
+            table: file.table,
+            rows: sealed.rows,
+            bytes: sealed.data.len() as u64,
+        };
+        let storage = Arc::clone(&self.storage);
+        let put = runtime.spawn(async move { storage.put(&sealed.path, sealed.data).await });
+        Ok(Storing { written, put })
+    }
+}
+
+/// A file being stored ([`Writer::encode_and_store`]).
+#[derive(Debug)]
+pub struct Storing {
+    written: FileWritten,
+    put: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Storing {
+    /// Waits until every file is durable; only then may the caller acknowledge the batch. The
+    /// first failure is returned; the other stores are left to end on their own, and their
+    /// files (complete or absent, never partial) are rewritten when the batch is.
+    pub async fn finish(storing: Vec<Storing>) -> Result<Committed> {
         let mut committed = Committed::default();
-        let mut puts = tokio::task::JoinSet::new();
-        for file in self.build(name, events)? {
-            let sealed = file.encode(&self.options)?;
-            committed.files.push(FileWritten {
-                path: sealed.path.clone(),
-                table: file.table,
-                rows: sealed.rows,
-                bytes: sealed.data.len() as u64,
-            });
-            let storage = Arc::clone(&self.storage);
-            puts.spawn(async move { storage.put(&sealed.path, sealed.data).await });
-        }
-        // The first failure is returned; dropping the set abandons the other stores, whose
-        // files (complete or absent, never partial) are rewritten when the batch is.
-        while let Some(put) = puts.join_next().await {
-            put.map_err(|e| Error::Task(e.to_string()))??;
+        for Storing { written, put } in storing {
+            put.await.map_err(|e| Error::Task(e.to_string()))??;
+            committed.files.push(written);
         }
         Ok(committed)
     }
@@ -166,16 +194,6 @@ pub struct PendingFile {
 }
 
 impl PendingFile {
-    /// Its path relative to the dataset root.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// Its table.
-    pub fn table(&self) -> Table {
-        self.table
-    }
-
     /// Encodes it as Parquet: CPU work, for any thread.
     pub fn encode(&self, options: &ParquetOptions) -> Result<SealedFile> {
         let data = encode(&self.batch, options).map_err(|source| Error::Parquet {
