@@ -42,7 +42,22 @@ async fn serve(config: MockConfig, progress_every: Duration) -> Result<(), Failu
         () = progress => {}
     }
     let sent = server.sent();
+    let broken = server.broken_frames();
     server.shutdown().await;
     eprintln!("mock-jetstream: stopped; {sent}");
+    if !broken.is_empty() {
+        let counts: Vec<String> = broken
+            .iter()
+            .map(|b| {
+                let dropped = if b.dropped { "*" } else { "" };
+                format!("{}={}{dropped}", b.connection, b.sent)
+            })
+            .collect();
+        eprintln!(
+            "mock-jetstream: broken frames per connection (connection=frames, * when the drop \
+             fault ended it): {}",
+            counts.join(" ")
+        );
+    }
     Ok(())
 }

@@ -215,14 +215,17 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     let Some(subscription) = asked else { return };
-    shared.counters.connections.fetch_add(1, Relaxed);
-    let session = Session::new(&shared, &subscription);
+    let connection = shared.counters.connections.fetch_add(1, Relaxed) + 1;
+    let session = Session::new(&shared, &subscription, connection);
     let run = session.run(socket, subscription);
     match shared.faults.drop_every {
         Some(after) => {
             if tokio::time::timeout(after, run).await.is_err() {
                 // Dropping the socket without a close frame: an abrupt end.
                 shared.counters.drops.fetch_add(1, Relaxed);
+                if shared.faults.malformed_every.is_some() {
+                    shared.broken_frames_of(connection, |b| b.dropped = true);
+                }
             }
         }
         None => run.await,
@@ -244,6 +247,8 @@ struct Gone;
 struct Session<'a> {
     shared: &'a Shared,
     compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// The connection's number, for the tags of its broken frames.
+    connection: u64,
     /// Events sent on this connection (faults count them).
     count: u64,
     malformed: u64,
@@ -252,7 +257,7 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(shared: &'a Shared, subscription: &Subscription) -> Session<'a> {
+    fn new(shared: &'a Shared, subscription: &Subscription, connection: u64) -> Session<'a> {
         let compressor = match (&shared.dictionary, subscription.compress) {
             (Some(dictionary), true) => zstd::bulk::Compressor::with_dictionary(3, dictionary)
                 .map_err(|error| debug!(%error, "No zstd compressor."))
@@ -262,6 +267,7 @@ impl<'a> Session<'a> {
         Session {
             shared,
             compressor,
+            connection,
             count: 0,
             malformed: 0,
             held: None,
@@ -417,20 +423,38 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// A broken frame, in turn: not JSON, an event cut in half, or (compressed) not zstd.
+    /// A broken frame, in turn: not JSON, an event cut in half, or (compressed) not zstd; each
+    /// with its tag.
     fn broken(&mut self, entry: &Entry) -> Message {
         self.malformed += 1;
-        let json = match &entry.body {
-            Body::Json(json) => json.as_bytes(),
-            Body::Frame(_) => b"not json at all",
-        };
-        let text: Vec<u8> = match self.malformed % 3 {
-            1 => b"{\"did\":\"did:plc:broken\",\"time_us\":oops}".to_vec(),
-            2 => json[..json.len() / 2].to_vec(),
+        let sent = self.malformed;
+        self.shared
+            .broken_frames_of(self.connection, |b| b.sent = sent);
+        let tag = crate::broken_frame_tag(self.connection, sent);
+        let text: Vec<u8> = match sent % 3 {
+            1 => {
+                format!(r#"{{"did":"did:plc:broken","time_us":oops,"mock":"{tag}"}}"#).into_bytes()
+            }
+            2 => {
+                // The event with the tag as its first field, cut in half after the tag.
+                let json = match &entry.body {
+                    Body::Json(json) => json.as_bytes(),
+                    Body::Frame(_) => b"{}",
+                };
+                let mut text = format!(r#"{{"mock":"{tag}","#).into_bytes();
+                let cut = text.len() + json.len() / 2;
+                text.extend_from_slice(json.get(1..).unwrap_or_default());
+                text.truncate(cut);
+                text
+            }
             _ => match self.compressor {
                 // Garbage after a valid zstd magic number.
-                Some(_) => return Message::Binary(Bytes::from_static(b"\x28\xb5\x2f\xfdgarbage")),
-                None => b"not json at all".to_vec(),
+                Some(_) => {
+                    let mut frame = b"\x28\xb5\x2f\xfdgarbage ".to_vec();
+                    frame.extend_from_slice(tag.as_bytes());
+                    return Message::Binary(frame.into());
+                }
+                None => format!("not json at all: {tag}").into_bytes(),
             },
         };
         match self.compressor.as_mut() {

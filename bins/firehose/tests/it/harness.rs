@@ -382,6 +382,64 @@ pub(crate) fn dataset(files: Vec<(String, Vec<u8>)>) -> (BTreeMap<Table, Vec<i64
     (tables, dead)
 }
 
+/// The raw message of every dead letter in `files` (base64 decoded where it was stored so).
+pub(crate) fn dead_letter_raws(files: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
+    use arrow_array::{Array, StringArray};
+    use base64::Engine as _;
+    let mut raws = Vec::new();
+    for (path, data) in files {
+        if !path.starts_with("dead_letters/") {
+            continue;
+        }
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data.clone()))
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = |name: &str| {
+                let c = batch.column_by_name(name).unwrap();
+                c.as_any().downcast_ref::<StringArray>().unwrap().clone()
+            };
+            let (raw, encoding) = (column("raw"), column("raw_encoding"));
+            for i in 0..raw.len() {
+                raws.push(match encoding.value(i) {
+                    "base64" => base64::engine::general_purpose::STANDARD
+                        .decode(raw.value(i))
+                        .unwrap(),
+                    _ => raw.value(i).as_bytes().to_vec(),
+                });
+            }
+        }
+    }
+    raws
+}
+
+/// The mock's broken frames per connection, from the line a stopped mock wrote in its log:
+/// connection number to (frames sent, whether its drop fault ended the connection).
+pub(crate) fn mock_broken_frames(log: &Path) -> BTreeMap<u64, (u64, bool)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let Some(line) = text
+        .lines()
+        .rfind(|l| l.starts_with("mock-jetstream: broken frames per connection"))
+    else {
+        return BTreeMap::new();
+    };
+    let counts = line.rsplit_once("): ").unwrap().1;
+    counts
+        .split_whitespace()
+        .map(|pair| {
+            let (connection, sent) = pair.split_once('=').unwrap();
+            let dropped = sent.ends_with('*');
+            let sent = sent.trim_end_matches('*');
+            (
+                connection.parse().unwrap(),
+                (sent.parse().unwrap(), dropped),
+            )
+        })
+        .collect()
+}
+
 /// The dataset after removing duplicate rows (what compaction and the query facade do).
 pub(crate) fn deduplicated(
     mut tables: BTreeMap<Table, Vec<i64>>,
