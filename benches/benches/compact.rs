@@ -9,7 +9,8 @@
 //! (1,000,000 events, 3 rounds, 1 and 2 threads by default) prints for each thread count the
 //! wall time, events per second, CPU seconds, events per CPU-second and the peak RSS of the
 //! round (reset before each round through `/proc/self/clear_refs`), each the median of the
-//! rounds; then each rate as a multiple of the first. Every round compacts a fresh copy.
+//! rounds; then each rate as a multiple of the first. Each round runs every thread count once,
+//! on a fresh copy of the dataset, written to disk (`sync`) before the clock starts.
 #![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
 use std::path::Path;
@@ -18,8 +19,15 @@ use std::time::Instant;
 
 use firehose_benches::{ScalingArgs, median, peak_rss_mb, process_cpu, write_capture};
 use firehose_import::{ImportOptions, Input, import};
-use firehose_sink::{CompactOptions, LocalStorage, compact};
+use firehose_sink::{CompactOptions, Compacted, LocalStorage, compact};
 use firehose_synth::Config;
+
+/// Writes every dirty page of the machine to disk (`sync`), so a round does not pay for the
+/// writeback of the copy made before it.
+fn settle_writeback() {
+    let synced = std::process::Command::new("sync").status().expect("sync");
+    assert!(synced.success(), "sync failed");
+}
 
 /// Copies a directory tree.
 fn copy_tree(from: &Path, to: &Path) {
@@ -78,13 +86,15 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("threads  wall s  events/s   CPU s  events/CPU-s  peak RSS MB  partitions  files out");
-    let mut rates = Vec::new();
-    for &n in &threads {
-        let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-        let mut last = None;
-        for round in 0..rounds {
+    // Per thread count: wall, CPU and peak RSS of each round, and the last round's report.
+    let mut figures: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Option<Compacted>)> =
+        vec![(Vec::new(), Vec::new(), Vec::new(), None); threads.len()];
+    for round in 0..rounds {
+        for (&n, (wall, cpu, rss, last)) in threads.iter().zip(&mut figures) {
             let work = dir.join(format!("work-{n}-{round}"));
             copy_tree(&uncompacted, &work);
+            // The copy's writeback is the setup's, not the round's: done before the clock starts.
+            settle_writeback();
             let storage = LocalStorage::new(&work);
             let options = CompactOptions {
                 threads: n,
@@ -100,9 +110,12 @@ fn main() {
             cpu.push((process_cpu() - cpu0).as_secs_f64());
             rss.push(peak_rss_mb());
             assert_eq!(done.rows_in, events);
-            last = Some(done);
+            *last = Some(done);
             std::fs::remove_dir_all(&work).expect("clean up");
         }
+    }
+    let mut rates = Vec::new();
+    for (&n, (wall, cpu, rss, last)) in threads.iter().zip(figures) {
         let done = last.expect("a round");
         let (wall, cpu, rss) = (median(wall), median(cpu), median(rss));
         let rate = events as f64 / wall;

@@ -32,9 +32,9 @@
 //!
 //! Bounded by the settings rather than by the partition's size: the output file being built (up to
 //! `target_size` of Parquet, held in memory until it is stored; the buffer is reserved once
-//! and only the pages written become resident), a group of inputs (fetched whole: up to
-//! `slice_bytes`, or the largest input file when it is larger) and one decoded batch, one time
-//! slice decoded (about 4 times `slice_bytes`, since Arrow is about 4 times larger than zstd
+//! and only the pages written become resident), two groups of inputs (one scattered while the
+//! next is fetched, each whole: up to `slice_bytes`, or the largest input file when it is
+//! larger) and one decoded batch, one time slice decoded (about 4 times `slice_bytes`, since Arrow is about 4 times larger than zstd
 //! Parquet for this data; two in a partition that keeps its slices), the key columns of that
 //! slice (once more for sorting), and about 32 bytes per distinct event of the partition for
 //! the keys seen. Outputs are built from the sorted slice a chunk of rows at a time, so the
@@ -407,14 +407,15 @@ const REQUESTS_AT_ONCE: usize = 16;
 /// counted for a slice being sorted.
 const HELD_SLICES: usize = 2;
 
-/// The memory one partition's compaction takes, at most about: its largest input (read whole),
-/// ten times the slice size (a slice decoded, sorted and merged) and the output being encoded
+/// The memory one partition's compaction takes, at most about: two groups of inputs (each up to
+/// the slice size, or its largest input, read whole), ten times the slice size (a slice decoded, sorted and merged) and the output being encoded
 /// (up to the target size, or the partition's size when smaller).
 pub fn partition_memory(files: &[ObjectInfo], options: &CompactOptions) -> u64 {
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     let largest = files.iter().map(|f| f.size).max().unwrap_or(0);
     largest
         .max(options.slice_bytes)
+        .saturating_mul(2)
         .saturating_add(options.slice_bytes.saturating_mul(10))
         .saturating_add(bytes.min(options.target_size))
 }
@@ -453,6 +454,24 @@ async fn compact_one(
     done.elapsed = started.elapsed();
     on_progress(Progress::Finished(&done));
     Ok(done)
+}
+
+/// `files` cut into consecutive groups of up to `slice_bytes` together (a larger file alone).
+fn input_groups(files: &[ObjectInfo], slice_bytes: u64) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, file) in files.iter().enumerate() {
+        if i > start && bytes.saturating_add(file.size) > slice_bytes {
+            groups.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(file.size);
+    }
+    if start < files.len() {
+        groups.push(start..files.len());
+    }
+    groups
 }
 
 /// The file name of a dataset path.
@@ -508,57 +527,17 @@ async fn compact_partition(
         ..PartitionCompacted::default()
     };
 
-    // 1. Scatter every input's rows into time slices on local disk.
-    let spill = SpillDir::create(&options.spill_dir, &hash)?;
+    // 1. Scatter every input's rows into time slices on local disk (or in memory).
+    let spill = (slices > HELD_SLICES)
+        .then(|| SpillDir::create(&options.spill_dir, &hash))
+        .transpose()?;
     let mut scatter = Scatter::new(
-        &spill,
+        spill.as_ref(),
         table_schema.clone(),
         key.hour.start_us(),
         slices,
         &partition,
     )?;
-    // Inputs go in groups of up to a slice's worth, read at once and then scattered in one
-    // blocking call: each hand-over between the runtime and a blocking thread waits for a core
-    // when every core is busy, and one per small file left the cores idle.
-    let mut read = 0;
-    while read < files.len() {
-        let mut group = 0;
-        let mut group_bytes = 0u64;
-        for file in &files[read..] {
-            if group > 0 && group_bytes.saturating_add(file.size) > options.slice_bytes {
-                break;
-            }
-            group += 1;
-            group_bytes = group_bytes.saturating_add(file.size);
-        }
-        let inputs = &files[read..read + group];
-        let data: Vec<Bytes> = futures::stream::iter(inputs)
-            .map(|f| storage.get(&f.path))
-            .buffered(REQUESTS_AT_ONCE)
-            .try_collect()
-            .await?;
-        let paths: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
-        let (returned, rows) = blocking(move || {
-            let rows: Result<u64> = paths
-                .iter()
-                .zip(data)
-                .map(|(path, data)| scatter.add(path, data))
-                .sum();
-            (scatter, rows)
-        })
-        .await?;
-        scatter = returned;
-        report.rows_in += rows?;
-        read += group;
-        on_progress(Progress::Read {
-            partition: &partition,
-            read,
-            files: files.len(),
-        });
-    }
-    let slices = scatter.finish()?;
-
-    // 2 and 3. Slice by slice: sort, drop duplicates, write outputs of about the target size.
     let mut merge = Merge {
         schema: table_schema,
         options: options.clone(),
@@ -567,6 +546,58 @@ async fn compact_partition(
         output: None,
         duplicates: 0,
     };
+    // Inputs go in groups of up to a slice's worth, read at once and then scattered in one
+    // blocking call: each hand-over between the runtime and a blocking thread waits for a core
+    // when every core is busy, and one per small file left the cores idle. The next group is
+    // read while this one is scattered, so the core never waits for the storage in between.
+    // For the same reason a partition that keeps its slices in memory is also sorted and
+    // encoded (steps 2 and 3) in the call that scatters its last group: most partitions are
+    // small, and for them the hand-overs are a large part of the time.
+    let groups = input_groups(files, options.slice_bytes);
+    let keeps_slices = scatter.keeps_slices();
+    let read_group = |group: &std::ops::Range<usize>| {
+        futures::stream::iter(&files[group.clone()])
+            .map(|f| storage.get(&f.path))
+            .buffered(REQUESTS_AT_ONCE)
+            .try_collect::<Vec<Bytes>>()
+    };
+    let mut data = match groups.first() {
+        Some(first) => read_group(first).await?,
+        None => Vec::new(),
+    };
+    let mut merged = None;
+    for (i, group) in groups.iter().enumerate() {
+        let paths: Vec<String> = files[group.clone()].iter().map(|f| f.path.clone()).collect();
+        let merge_too = keeps_slices && i + 1 == groups.len();
+        let scattering = blocking(move || {
+            let rows: Result<u64> = paths
+                .iter()
+                .zip(data)
+                .map(|(path, data)| scatter.add(path, data))
+                .sum();
+            let outputs = (merge_too && rows.is_ok()).then(|| merge.all(scatter.finish()?));
+            (scatter, merge, rows, outputs)
+        });
+        let next = async {
+            match groups.get(i + 1) {
+                Some(next) => read_group(next).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (scattered, next) = tokio::join!(scattering, next);
+        let (returned_scatter, returned_merge, rows, outputs) = scattered?;
+        (scatter, merge) = (returned_scatter, returned_merge);
+        report.rows_in += rows?;
+        merged = outputs.transpose()?;
+        data = next?;
+        on_progress(Progress::Read {
+            partition: &partition,
+            read: group.end,
+            files: files.len(),
+        });
+    }
+
+    // 2 and 3. Slice by slice: sort, drop duplicates, write outputs of about the target size.
     let mut next_output = 0usize;
     let input_paths: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     let mut store = async |file: Vec<u8>, rows: u64, report: &mut PartitionCompacted| {
@@ -593,22 +624,44 @@ async fn compact_partition(
         report.outputs.push(path);
         Ok(())
     };
-    for slice in slices {
-        let (returned, finished) = blocking(move || {
-            let finished = merge.add_slice(slice);
-            (merge, finished)
-        })
-        .await?;
-        merge = returned;
-        for (file, rows) in finished? {
-            store(file, rows, &mut report).await?;
+    // The outputs left to store once the CPU work is done.
+    let last = match merged {
+        Some(outputs) => outputs,
+        None => {
+            // Spilled slices, read back one at a time; each output is stored as soon as it
+            // reaches its target size, and the last one is closed with the last slice.
+            let mut slices = scatter.finish()?.into_iter().peekable();
+            let mut last = Vec::new();
+            while let Some(slice) = slices.next() {
+                let is_last = slices.peek().is_none();
+                let (returned, finished) = blocking(move || {
+                    let mut finished = merge.add_slice(slice);
+                    if is_last && let Ok(finished) = &mut finished {
+                        match merge.finish() {
+                            Ok(closed) => finished.extend(closed),
+                            Err(e) => return (merge, Err(e)),
+                        }
+                    }
+                    (merge, finished)
+                })
+                .await?;
+                merge = returned;
+                let mut finished = finished?;
+                if is_last {
+                    last = finished;
+                    break;
+                }
+                for (file, rows) in finished.drain(..) {
+                    store(file, rows, &mut report).await?;
+                }
+            }
+            last
         }
-    }
+    };
     report.duplicates = merge.duplicates;
-    let last = blocking(move || merge.finish()).await??;
     // The CPU work is done: the slot goes to the next partition while this one stores.
     drop(slot);
-    if let Some((file, rows)) = last {
+    for (file, rows) in last {
         store(file, rows, &mut report).await?;
     }
     drop(spill);
@@ -682,6 +735,9 @@ struct Scatter {
     schema: SchemaRef,
     hour_start_us: i64,
     partition: String,
+    /// Time slices of the hour.
+    count: usize,
+    /// Spill files, by slice (none when the slices are held).
     slices: Vec<(PathBuf, Option<StreamWriter<BufWriter<File>>>)>,
     /// A small partition (up to [`HELD_SLICES`] slices) keeps its slices in memory: spilling
     /// them would only make it wait on the disk, and they fit the memory counted for a slice.
@@ -695,8 +751,9 @@ enum Slice {
 }
 
 impl Scatter {
+    /// Slices spilled into `spill`, or (without one) kept in memory.
     fn new(
-        spill: &SpillDir,
+        spill: Option<&SpillDir>,
         schema: SchemaRef,
         hour_start_us: i64,
         slices: usize,
@@ -706,10 +763,14 @@ impl Scatter {
             schema,
             hour_start_us,
             partition: partition.to_owned(),
-            slices: (0..slices)
-                .map(|i| (spill.path.join(format!("slice-{i:04}.arrows")), None))
-                .collect(),
-            held: (slices <= HELD_SLICES).then(|| vec![Vec::new(); slices]),
+            count: slices,
+            slices: match spill {
+                Some(spill) => (0..slices)
+                    .map(|i| (spill.path.join(format!("slice-{i:04}.arrows")), None))
+                    .collect(),
+                None => Vec::new(),
+            },
+            held: spill.is_none().then(|| vec![Vec::new(); slices]),
         })
     }
 
@@ -732,7 +793,7 @@ impl Scatter {
     }
 
     fn scatter(&mut self, batch: &RecordBatch) -> Result<()> {
-        let n = self.slices.len();
+        let n = self.count;
         let times = time_us(batch).map_err(|e| compact_error(&self.partition, e))?;
         // Rows outside the hour (which the writer never puts there) go to the first or last slice.
         let slice_of = |t: i64| {
@@ -785,8 +846,14 @@ impl Scatter {
     }
 
     /// Closes the spill files; returns the slices that hold rows, in time order.
-    fn finish(self) -> Result<Vec<Slice>> {
-        if let Some(held) = self.held {
+    /// Whether the slices stay in memory (a small partition) rather than spilled.
+    fn keeps_slices(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The slices, in time order, with their spill files closed; empty ones left out.
+    fn finish(&mut self) -> Result<Vec<Slice>> {
+        if let Some(held) = self.held.take() {
             return Ok(held
                 .into_iter()
                 .filter(|batches| !batches.is_empty())
@@ -794,7 +861,7 @@ impl Scatter {
                 .collect());
         }
         let mut out = Vec::new();
-        for (path, writer) in self.slices {
+        for (path, writer) in std::mem::take(&mut self.slices) {
             if let Some(mut writer) = writer {
                 writer
                     .finish()
@@ -931,6 +998,16 @@ impl Merge {
             }
         }
         Ok(finished)
+    }
+
+    /// Adds every slice and closes the last output: all the outputs, in order.
+    fn all(&mut self, slices: Vec<Slice>) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut outputs = Vec::new();
+        for slice in slices {
+            outputs.extend(self.add_slice(slice)?);
+        }
+        outputs.extend(self.finish()?);
+        Ok(outputs)
     }
 
     /// Closes the output being built, if any: its bytes and rows.
