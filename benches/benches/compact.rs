@@ -22,6 +22,15 @@ use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::{CompactOptions, Compacted, LocalStorage, compact};
 use firehose_synth::Config;
 
+/// One thread count's figures: wall, CPU and peak RSS of each round, and the last round's report.
+#[derive(Clone, Default)]
+struct Rounds {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+    rss: Vec<f64>,
+    last: Option<Compacted>,
+}
+
 /// Writes every dirty page of the machine to disk (`sync`), so a round does not pay for the
 /// writeback of the copy made before it.
 fn settle_writeback() {
@@ -86,11 +95,18 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("threads  wall s  events/s   CPU s  events/CPU-s  peak RSS MB  partitions  files out");
-    // Per thread count: wall, CPU and peak RSS of each round, and the last round's report.
-    let mut figures: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Option<Compacted>)> =
-        vec![(Vec::new(), Vec::new(), Vec::new(), None); threads.len()];
+    let mut figures = vec![Rounds::default(); threads.len()];
     for round in 0..rounds {
-        for (&n, (wall, cpu, rss, last)) in threads.iter().zip(&mut figures) {
+        for (
+            &n,
+            Rounds {
+                wall,
+                cpu,
+                rss,
+                last,
+            },
+        ) in threads.iter().zip(&mut figures)
+        {
             let work = dir.join(format!("work-{n}-{round}"));
             copy_tree(&uncompacted, &work);
             // The copy's writeback is the setup's, not the round's: done before the clock starts.
@@ -115,7 +131,16 @@ fn main() {
         }
     }
     let mut rates = Vec::new();
-    for (&n, (wall, cpu, rss, last)) in threads.iter().zip(figures) {
+    for (
+        &n,
+        Rounds {
+            wall,
+            cpu,
+            rss,
+            last,
+        },
+    ) in threads.iter().zip(figures)
+    {
         let done = last.expect("a round");
         let (wall, cpu, rss) = (median(wall), median(cpu), median(rss));
         let rate = events as f64 / wall;

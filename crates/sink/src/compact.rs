@@ -567,7 +567,10 @@ async fn compact_partition(
     };
     let mut merged = None;
     for (i, group) in groups.iter().enumerate() {
-        let paths: Vec<String> = files[group.clone()].iter().map(|f| f.path.clone()).collect();
+        let paths: Vec<String> = files[group.clone()]
+            .iter()
+            .map(|f| f.path.clone())
+            .collect();
         let merge_too = keeps_slices && i + 1 == groups.len();
         let scattering = blocking(move || {
             let rows: Result<u64> = paths
