@@ -52,8 +52,9 @@ pub(crate) struct Settings {
     /// a wait on the disk or the network does not leave a core idle.
     #[arg(long, short = 'j', value_name = "N")]
     threads: Option<usize>,
-    /// Memory the partitions compacted at once may take together, each estimated as its
-    /// largest input file + 10 × 8 MiB (a time slice sorted) + its output up to --target-size;
+    /// Memory the partitions compacted at once may take together, each estimated as twice its
+    /// largest input file (at least 8 MiB) + 10 × 8 MiB (a time slice sorted) + its output up
+    /// to --target-size;
     /// one partition always runs, however large. Keep it below the memory the process may use.
     #[arg(long, value_parser = parse_size, default_value = "512MiB")]
     memory_budget: u64,

@@ -31,19 +31,19 @@
 //! # Memory
 //!
 //! Bounded by the settings rather than by the partition's size: the output file being built (up to
-//! `target_size` of Parquet, held in memory until it is stored; the buffer is reserved once
-//! and only the pages written become resident), two groups of inputs (one scattered while the
-//! next is fetched, each whole: up to `slice_bytes`, or the largest input file when it is
-//! larger) and one decoded batch, one time slice decoded (about 4 times `slice_bytes`, since Arrow is about 4 times larger than zstd
-//! Parquet for this data; two in a partition that keeps its slices), the key columns of that
-//! slice (once more for sorting), and about 32 bytes per distinct event of the partition for
-//! the keys seen. Outputs are built from the sorted slice a chunk of rows at a time, so the
-//! slice is never copied whole. The Parquet writer adds its dictionaries (up to 8 MiB per
-//! column) and one row group being encoded. Measured (2026-12-05): an hour of 1 M generated
-//! events (10 partitions, a 49 MB likes partition), 100 MB outputs, 8 MiB slices, one partition
-//! at a time: 650 MB peak RSS for the whole process, 750 MB with freed memory kept (as
-//! `firehose compact` does). Before small partitions kept their slices in memory: 494 MB (335 to
-//! 370 MB with the parquet crate's 1 MiB dictionaries, for files 4% larger).
+//! `target_size` of Parquet, held in memory until it is stored; the buffer is reserved once and
+//! only the pages written become resident), two groups of inputs (one scattered while the next is
+//! fetched, each whole: up to `slice_bytes`, or the largest input file when it is larger) and one
+//! decoded batch, one time slice decoded (about 4 times `slice_bytes`, since Arrow is about 4 times
+//! larger than zstd Parquet for this data; two in a partition that keeps its slices), the key
+//! columns of that slice (once more for sorting), and about 32 bytes per distinct event of the
+//! partition for the keys seen. Outputs are built from the sorted slice a chunk of rows at a time,
+//! so the slice is never copied whole. The Parquet writer adds its dictionaries (up to 8 MiB per
+//! column) and one row group being encoded. Measured (2026-12-05): an hour of 1 M generated events
+//! (10 partitions, a 49 MB likes partition), 100 MB outputs, 8 MiB slices, one partition at a time:
+//! 755 to 780 MB peak RSS for the whole process with freed memory kept (as `firehose compact`
+//! does), 660 to 740 MB without (`MIMALLOC_PURGE_DELAY=10`). Before small partitions kept their slices in memory: 494 MB (335 to 370
+//! MB with the parquet crate's 1 MiB dictionaries, for files 4% larger).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -408,8 +408,9 @@ const REQUESTS_AT_ONCE: usize = 16;
 const HELD_SLICES: usize = 2;
 
 /// The memory one partition's compaction takes, at most about: two groups of inputs (each up to
-/// the slice size, or its largest input, read whole), ten times the slice size (a slice decoded, sorted and merged) and the output being encoded
-/// (up to the target size, or the partition's size when smaller).
+/// the slice size, or its largest input, read whole), ten times the slice size (a slice
+/// decoded, sorted and merged) and the output being encoded (up to the target size, or the
+/// partition's size when smaller).
 pub fn partition_memory(files: &[ObjectInfo], options: &CompactOptions) -> u64 {
     let bytes: u64 = files.iter().map(|f| f.size).sum();
     let largest = files.iter().map(|f| f.size).max().unwrap_or(0);
