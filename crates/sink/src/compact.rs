@@ -42,8 +42,9 @@
 //! column) and one row group being encoded. Measured (2026-12-05): an hour of 1 M generated events
 //! (10 partitions, a 49 MB likes partition), 100 MB outputs, 8 MiB slices, one partition at a time:
 //! 755 to 780 MB peak RSS for the whole process with freed memory kept (as `firehose compact`
-//! does), 660 to 740 MB without (`MIMALLOC_PURGE_DELAY=10`). Before small partitions kept their slices in memory: 494 MB (335 to 370
-//! MB with the parquet crate's 1 MiB dictionaries, for files 4% larger).
+//! does), 660 to 740 MB without (`MIMALLOC_PURGE_DELAY=10`). Before small partitions kept their
+//! slices in memory: 494 MB (335 to 370 MB with the parquet crate's 1 MiB dictionaries, for files
+//! 4% larger).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -329,6 +330,15 @@ pub async fn compact(
         } else {
             todo.push((key, files));
         }
+    }
+    // A spill directory that cannot be used fails the run now, not when the first partition
+    // large enough to spill comes.
+    if !options.dry_run && !todo.is_empty() {
+        fs::create_dir_all(&options.spill_dir).map_err(|source| Error::Io {
+            op: "create spill directory",
+            path: options.spill_dir.display().to_string(),
+            source,
+        })?;
     }
     // Largest first: the small partitions fill in around the large ones, instead of one large
     // partition running alone at the end while the other threads idle.
@@ -634,29 +644,27 @@ async fn compact_partition(
         None => {
             // Spilled slices, read back one at a time; each output is stored as soon as it
             // reaches its target size, and the last one is closed with the last slice.
-            let mut slices = scatter.finish()?.into_iter().peekable();
+            let slices = scatter.finish()?;
+            let count = slices.len();
             let mut last = Vec::new();
-            while let Some(slice) = slices.next() {
-                let is_last = slices.peek().is_none();
+            for (i, slice) in slices.into_iter().enumerate() {
+                let is_last = i + 1 == count;
                 let (returned, finished) = blocking(move || {
-                    let mut finished = merge.add_slice(slice);
-                    if is_last && let Ok(finished) = &mut finished {
-                        match merge.finish() {
-                            Ok(closed) => finished.extend(closed),
-                            Err(e) => return (merge, Err(e)),
-                        }
-                    }
+                    let finished = if is_last {
+                        merge.all(vec![slice])
+                    } else {
+                        merge.add_slice(slice)
+                    };
                     (merge, finished)
                 })
                 .await?;
                 merge = returned;
-                let mut finished = finished?;
                 if is_last {
-                    last = finished;
-                    break;
-                }
-                for (file, rows) in finished.drain(..) {
-                    store(file, rows, &mut report).await?;
+                    last = finished?;
+                } else {
+                    for (file, rows) in finished? {
+                        store(file, rows, &mut report).await?;
+                    }
                 }
             }
             last
