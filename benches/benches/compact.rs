@@ -15,21 +15,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
-use firehose_benches::{ScalingArgs, median, peak_rss_mb, process_cpu, write_capture};
+use firehose_benches::{Rounds, ScalingArgs, print_scaling, write_capture};
 use firehose_import::{ImportOptions, Input, import};
-use firehose_sink::{CompactOptions, Compacted, LocalStorage, compact};
+use firehose_sink::{CompactOptions, LocalStorage, compact};
 use firehose_synth::Config;
-
-/// One thread count's figures: wall, CPU and peak RSS of each round, and the last round's report.
-#[derive(Clone, Default)]
-struct Rounds {
-    wall: Vec<f64>,
-    cpu: Vec<f64>,
-    rss: Vec<f64>,
-    last: Option<Compacted>,
-}
 
 /// Writes every dirty page of the machine to disk (`sync`), so a round does not pay for the
 /// writeback of the copy made before it.
@@ -96,17 +86,10 @@ fn main() {
     );
     println!("threads  wall s  events/s   CPU s  events/CPU-s  peak RSS MB  partitions  files out");
     let mut figures = vec![Rounds::default(); threads.len()];
+    // The same files come out whatever the thread count: one report is kept for the table.
+    let mut report = None;
     for round in 0..rounds {
-        for (
-            &n,
-            Rounds {
-                wall,
-                cpu,
-                rss,
-                last,
-            },
-        ) in threads.iter().zip(&mut figures)
-        {
+        for (&n, rounds) in threads.iter().zip(&mut figures) {
             let work = dir.join(format!("work-{n}-{round}"));
             copy_tree(&uncompacted, &work);
             // The copy's writeback is the setup's, not the round's: done before the clock starts.
@@ -117,32 +100,18 @@ fn main() {
                 memory_budget: u64::MAX,
                 ..CompactOptions::default()
             };
-            let _ = std::fs::write("/proc/self/clear_refs", "5");
-            let (cpu0, started) = (process_cpu(), Instant::now());
-            let done = runtime
-                .block_on(compact(&storage, i64::MAX, &options, |_| {}))
+            let done = rounds
+                .measure(|| runtime.block_on(compact(&storage, i64::MAX, &options, |_| {})))
                 .expect("compact");
-            wall.push(started.elapsed().as_secs_f64());
-            cpu.push((process_cpu() - cpu0).as_secs_f64());
-            rss.push(peak_rss_mb());
             assert_eq!(done.rows_in, events);
-            *last = Some(done);
+            report = Some(done);
             std::fs::remove_dir_all(&work).expect("clean up");
         }
     }
+    let done = report.expect("a round");
     let mut rates = Vec::new();
-    for (
-        &n,
-        Rounds {
-            wall,
-            cpu,
-            rss,
-            last,
-        },
-    ) in threads.iter().zip(figures)
-    {
-        let done = last.expect("a round");
-        let (wall, cpu, rss) = (median(wall), median(cpu), median(rss));
+    for (&n, rounds) in threads.iter().zip(figures) {
+        let (wall, cpu, rss) = rounds.medians();
         let rate = events as f64 / wall;
         rates.push(rate);
         println!(
@@ -152,12 +121,6 @@ fn main() {
             done.files_out
         );
     }
-    for (n, rate) in threads.iter().zip(&rates).skip(1) {
-        println!(
-            "{n} threads: {:.2}× the rate of {}",
-            rate / rates[0],
-            threads[0]
-        );
-    }
+    print_scaling(&threads, &rates);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -13,9 +13,7 @@
 //! `/usr/bin/time -v firehose import`.
 #![allow(clippy::expect_used)] // A benchmark: a failure must stop it, loudly.
 
-use std::time::Instant;
-
-use firehose_benches::{ScalingArgs, median, peak_rss_mb, process_cpu, write_capture};
+use firehose_benches::{Rounds, ScalingArgs, print_scaling, write_capture};
 use firehose_import::{ImportOptions, Input, import};
 use firehose_sink::LocalStorage;
 use firehose_synth::Config;
@@ -52,30 +50,25 @@ fn main() {
     let inputs = [Input::File(capture.clone())];
     // Rounds take the thread counts in turn (1, 2, 1, 2, …), so a change in the machine's speed
     // while the bench runs (a busy neighbour on a shared host) weighs on every count alike.
-    let mut figures = vec![(Vec::new(), Vec::new(), Vec::new()); threads.len()];
+    let mut figures = vec![Rounds::default(); threads.len()];
     for round in 0..rounds {
-        for (&n, (wall, cpu, rss)) in threads.iter().zip(&mut figures) {
+        for (&n, rounds) in threads.iter().zip(&mut figures) {
             let out = dir.join(format!("out-{n}-{round}"));
-            let _ = std::fs::write("/proc/self/clear_refs", "5");
-            let (cpu0, started) = (process_cpu(), Instant::now());
             let options = ImportOptions {
                 threads: n,
                 ..ImportOptions::default()
             };
             let storage = std::sync::Arc::new(LocalStorage::new(&out));
-            let summary = runtime
-                .block_on(import(&inputs, storage, &options, |_| {}))
+            let summary = rounds
+                .measure(|| runtime.block_on(import(&inputs, storage, &options, |_| {})))
                 .expect("import");
             assert_eq!(summary.events, events);
-            wall.push(started.elapsed().as_secs_f64());
-            cpu.push((process_cpu() - cpu0).as_secs_f64());
-            rss.push(peak_rss_mb());
             std::fs::remove_dir_all(&out).expect("clean up");
         }
     }
     let mut rates = Vec::new();
-    for (&n, (wall, cpu, rss)) in threads.iter().zip(figures) {
-        let (wall, cpu, rss) = (median(wall), median(cpu), median(rss));
+    for (&n, rounds) in threads.iter().zip(figures) {
+        let (wall, cpu, rss) = rounds.medians();
         let rate = events as f64 / wall;
         rates.push(rate);
         println!(
@@ -84,12 +77,6 @@ fn main() {
             rss / n as f64
         );
     }
-    for (n, rate) in threads.iter().zip(&rates).skip(1) {
-        println!(
-            "{n} threads: {:.2}× the rate of {}",
-            rate / rates[0],
-            threads[0]
-        );
-    }
+    print_scaling(&threads, &rates);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

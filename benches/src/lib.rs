@@ -41,6 +41,45 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// One thread count's figures in a scaling benchmark: wall time, CPU time and peak RSS of each
+/// round.
+#[derive(Debug, Clone, Default)]
+pub struct Rounds {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+    rss: Vec<f64>,
+}
+
+impl Rounds {
+    /// Runs `work` as one round and records it: the peak RSS is reset first (write `5` to
+    /// `/proc/self/clear_refs`), then the wall and CPU time of `work` and the peak it reached.
+    pub fn measure<T>(&mut self, work: impl FnOnce() -> T) -> T {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let (cpu0, started) = (process_cpu(), std::time::Instant::now());
+        let out = work();
+        self.wall.push(started.elapsed().as_secs_f64());
+        self.cpu.push((process_cpu() - cpu0).as_secs_f64());
+        self.rss.push(peak_rss_mb());
+        out
+    }
+
+    /// The medians of the rounds: wall seconds, CPU seconds, peak RSS in MB.
+    pub fn medians(self) -> (f64, f64, f64) {
+        (median(self.wall), median(self.cpu), median(self.rss))
+    }
+}
+
+/// Prints each rate as a multiple of the first (the baseline thread count's).
+pub fn print_scaling(threads: &[usize], rates: &[f64]) {
+    for (n, rate) in threads.iter().zip(rates).skip(1) {
+        println!(
+            "{n} threads: {:.2}× the rate of {}",
+            rate / rates[0],
+            threads[0]
+        );
+    }
+}
+
 /// What a scaling benchmark (`import`, `compact`) is asked for on its command line:
 /// `[EVENTS [ROUNDS [THREADS…]]]`, flags such as `--bench` ignored; 1,000,000 events, 3 rounds,
 /// 1 and 2 threads by default.
