@@ -6,6 +6,9 @@
 //! - A batch's files are `<first id>_<last id>.parquet`; compaction's outputs are
 //!   [`compacted_file_name`], and a partition whose files are all outputs of one compaction
 //!   ([`is_compacted_partition`]) holds no duplicate.
+//! - A writer joins its own marked files of a partition into [`merged_file_name`]s, which list
+//!   the batch files they hold ([`MERGED_FROM_KEY`]); marked files whose batches are all
+//!   different ([`origins_overlap`]) hold no duplicate.
 //! - The event key, per table: [`Table::key_columns`].
 //! - The cursor checkpoint of `firehose run`: [`CHECKPOINT_PATH`].
 //!
@@ -30,10 +33,11 @@ pub const DEAD_LETTER_TABLE: &str = "dead_letters";
 pub const COMPACTED_PREFIX: &str = "compact-";
 
 /// The Parquet key-value metadata key of the duplicate-free mark, with the value
-/// [`DUPLICATE_FREE_VALUE`]: the writer vouches that no event of the file is in another marked
-/// file of the dataset, or twice in the file. A partition whose files all carry it needs no
-/// de-duplication. Compaction outputs never carry it: until the compaction deletes its inputs,
-/// they hold the same events.
+/// [`DUPLICATE_FREE_VALUE`]: the writer vouches that no event of the file is twice in it, or in
+/// another marked file that holds none of the same batches ([`origins_of`]). A partition whose
+/// files all carry it, each batch in one file ([`origins_overlap`]), needs no de-duplication.
+/// Compaction outputs never carry it: until the compaction deletes its inputs, they hold the
+/// same events, and their inputs may be files of any origin.
 pub const DUPLICATE_FREE_KEY: &str = "firehose.duplicate_free";
 
 /// The value of [`DUPLICATE_FREE_KEY`] in a marked file.
@@ -44,6 +48,44 @@ pub fn has_duplicate_free_mark<'a>(
     mut key_values: impl Iterator<Item = (&'a str, Option<&'a str>)>,
 ) -> bool {
     key_values.any(|(key, value)| key == DUPLICATE_FREE_KEY && value == Some(DUPLICATE_FREE_VALUE))
+}
+
+/// The Parquet key-value metadata key, in a marked file that a writer made by joining marked
+/// files of one partition, whose value lists the batch files it holds (their names, sorted,
+/// comma-separated). A marked file without it holds one batch: its own name. Until the writer
+/// deletes them, the joined files are still there beside it, and their batches are listed
+/// twice ([`origins_overlap`]).
+pub const MERGED_FROM_KEY: &str = "firehose.merged_from";
+
+/// Prefix of the files a writer joins ([`merged_file_name`]).
+pub const MERGED_PREFIX: &str = "merged-";
+
+/// The name of the file that joins the batches whose names hash to `hash`.
+pub fn merged_file_name(hash: &str) -> String {
+    format!("{MERGED_PREFIX}{hash}.parquet")
+}
+
+/// The batch files a marked file holds, from its name (or path) and key-value metadata: those
+/// listed under [`MERGED_FROM_KEY`], else the file itself.
+pub fn origins_of<'a>(
+    name: &str,
+    mut key_values: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Vec<String> {
+    match key_values.find(|(key, _)| *key == MERGED_FROM_KEY) {
+        Some((_, Some(list))) => list.split(',').map(str::to_owned).collect(),
+        _ => vec![name.rsplit('/').next().unwrap_or(name).to_owned()],
+    }
+}
+
+/// Whether some batch is held by two of the files whose origins ([`origins_of`]) are given: a
+/// join interrupted before it deleted its inputs, or two joins of the same batch. Marked files
+/// of one partition hold no duplicate when this is false.
+pub fn origins_overlap<'a>(origins: impl IntoIterator<Item = &'a [String]>) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    origins
+        .into_iter()
+        .flatten()
+        .any(|batch| !seen.insert(batch.as_str()))
 }
 
 /// The name of compaction output `n` (from 1) of the compaction whose inputs hash to `hash`.
@@ -117,6 +159,24 @@ mod tests {
         assert!(!is_compacted_partition(
             ["compact-a-0001.parquet", "compact-b-0001.parquet"].into_iter()
         ));
+    }
+
+    #[test]
+    fn a_merged_file_lists_its_batches_and_an_overlap_is_seen() {
+        let listed = [(MERGED_FROM_KEY, Some("1-0_2-0.parquet,3-0_4-0.parquet"))];
+        let merged = origins_of("p/merged-ab.parquet", listed.into_iter());
+        assert_eq!(merged, ["1-0_2-0.parquet", "3-0_4-0.parquet"]);
+        let batch = origins_of("p/5-0_6-0.parquet", std::iter::empty());
+        assert_eq!(batch, ["5-0_6-0.parquet"]);
+        assert!(!origins_overlap([merged.as_slice(), batch.as_slice()]));
+        // The join was interrupted before it deleted an input.
+        let input = origins_of("p/3-0_4-0.parquet", std::iter::empty());
+        assert!(origins_overlap([
+            merged.as_slice(),
+            batch.as_slice(),
+            input.as_slice()
+        ]));
+        assert_eq!(merged_file_name("ab"), "merged-ab.parquet");
     }
 
     #[test]

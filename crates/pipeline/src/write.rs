@@ -1,14 +1,15 @@
 //! The write loop: buffer entries in, Parquet files out, then acknowledge, then checkpoint.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use firehose_buffer::{Buffer, Entry, EntryId};
-use firehose_core::{Event, Table};
+use firehose_core::{Event, HOUR_US, Hour, PartitionKey, Table};
 use firehose_sink::{
-    BatchName, Closing, DeadLetter, OpenFiles, ParquetOptions, RollPolicy, Sealed, Storage,
+    BatchName, Closing, DeadLetter, MergePolicy, OpenFiles, OwnFiles, ParquetOptions, RollPolicy,
+    Sealed, Storage, finish_merges, merge_files,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,11 @@ pub struct WriterConfig {
     /// (default: the cores, at most 4). Batches are still stored, acknowledged and
     /// checkpointed one after the other, in order.
     pub encode_threads: usize,
+    /// Join this writer's own marked files of a partition as they accumulate and when the
+    /// hour closes (`firehose_sink::merge`), so that the dataset holds about one file per
+    /// table and hour without waiting for compaction; `None` leaves every batch's files as
+    /// they are.
+    pub merge: Option<MergePolicy>,
 }
 
 impl Default for WriterConfig {
@@ -69,6 +75,7 @@ impl Default for WriterConfig {
             encode_threads: std::thread::available_parallelism()
                 .map_or(1, usize::from)
                 .min(4),
+            merge: Some(MergePolicy::default()),
         }
     }
 }
@@ -120,6 +127,12 @@ struct Sinks {
     /// The oldest event time in the open files (`i64::MAX` when none): the checkpoint must not
     /// pass it, even when their entries were acknowledged early.
     oldest_open_us: AtomicI64,
+    /// Entries are acknowledged when read (one writer, the in-memory buffer).
+    ack_on_read: bool,
+    /// How long an hour takes late events after its end ([`RollPolicy::grace`]).
+    grace_us: i64,
+    /// This writer's own marked files waiting to be joined (`None`: no joins).
+    own: Option<Mutex<OwnFiles>>,
 }
 
 /// Reads the buffer and writes Parquet until `shutdown` is cancelled, then flushes what is open
@@ -192,6 +205,9 @@ impl WriteLoop {
                 retry_delay: config.retry_delay,
                 status: Arc::default(),
                 oldest_open_us: AtomicI64::new(i64::MAX),
+                ack_on_read: config.ack_on_read,
+                grace_us: i64::try_from(config.policy.grace.as_micros()).unwrap_or(i64::MAX),
+                own: config.merge.clone().map(|p| Mutex::new(OwnFiles::new(p))),
             }),
             open: OpenFiles::new(config.policy.grace),
             config,
@@ -225,6 +241,10 @@ impl WriteLoop {
     /// [`run`](Self::run), stopped by a token.
     pub(crate) async fn run_until(mut self, shutdown: CancellationToken) -> Result<WriterReport> {
         self.load_journal().await?;
+        if self.sinks.own.is_some() {
+            let checkpoint = self.sinks.state.checkpoint().await.ok().flatten();
+            finish_cut_off_joins(&*self.sinks.storage, checkpoint).await;
+        }
         let mut next_claim = Instant::now();
         while !shutdown.is_cancelled() {
             if let Some(idle) = self.config.claim_idle
@@ -628,8 +648,12 @@ async fn flush(
         source,
     })?;
     sinks.state.mark_stored(first).await?;
-    ack(&sinks, &ids).await?;
+    let acknowledged = ack(&sinks, &ids).await?;
     sinks.state.forget_batch(first).await?;
+    // Whose batch it is: a writer stopped past the claim timeout may have stored it too, and
+    // only the one whose acknowledgement took every entry may join its files.
+    let own = closed.replay_free
+        && (sinks.ack_on_read || usize::try_from(acknowledged).is_ok_and(|n| n == ids.len()));
 
     let events = committed.rows() as u64;
     let stats = sinks.buffer.stats().await.map_err(|source| Error::Buffer {
@@ -696,6 +720,9 @@ async fn flush(
             .increment(file.rows as u64);
     }
     debug!(batch = %first, files = committed.files.len(), events, ms = elapsed.as_millis() as u64, "Stored a batch.");
+    if own {
+        join_own_files(&sinks, &committed.files, newest_us).await;
+    }
     Ok(Flushed {
         sealed,
         events,
@@ -736,13 +763,73 @@ where
     }
 }
 
-async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<()> {
+/// Acknowledges `ids`; returns how many were still pending.
+async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<u64> {
     sinks
         .buffer
         .ack(ids)
         .await
-        .map(drop)
         .map_err(|source| Error::Buffer { op: "ack", source })
+}
+
+/// Adds a stored batch's files to this writer's own and joins those that are due: a partition
+/// with enough of them, or whose hour closed (the newest event seen passed its end and the
+/// grace). A join that fails leaves its files as they are (a few more files, nothing else).
+async fn join_own_files(sinks: &Sinks, files: &[firehose_sink::FileWritten], newest_us: i64) {
+    let Some(own) = &sinks.own else { return };
+    let jobs = match own.lock() {
+        Ok(mut own) => {
+            own.add(files);
+            own.due(newest_us.saturating_sub(sinks.grace_us))
+        }
+        Err(_) => return,
+    };
+    for job in jobs {
+        let started = Instant::now();
+        match merge_files(&*sinks.storage, &job, &sinks.parquet).await {
+            Ok(Some(output)) => {
+                metrics::counter!("firehose_writer_joins_total", "result" => "ok").increment(1);
+                metrics::counter!("firehose_writer_joined_files_total")
+                    .increment(job.inputs.len() as u64);
+                debug!(partition = %job.partition, files = job.inputs.len(), rows = output.rows, ms = started.elapsed().as_millis() as u64, "Joined files.");
+                if let Ok(mut own) = own.lock() {
+                    own.merged(output);
+                }
+            }
+            Ok(None) => {
+                metrics::counter!("firehose_writer_joins_total", "result" => "skipped").increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("firehose_writer_joins_total", "result" => "failed").increment(1);
+                warn!(partition = %job.partition, error = %e, "Joining a partition's files failed; they stay as they are.");
+            }
+        }
+    }
+}
+
+/// Finishes the joins a crash cut off (their inputs still beside them) in the partitions this
+/// writer may have been joining: the hours around `checkpoint_us` and the last two hours.
+async fn finish_cut_off_joins(storage: &dyn Storage, checkpoint_us: Option<i64>) {
+    let now = crate::unix_us();
+    let mut hours: BTreeSet<i64> = (0..3).map(|i| Hour::of(now).start_us() - i * HOUR_US).collect();
+    if let Some(at) = checkpoint_us {
+        hours.extend((-1..=1).map(|i| Hour::of(at).start_us() + i * HOUR_US));
+    }
+    let mut deleted = 0;
+    for hour in hours {
+        for table in Table::ALL {
+            let partition = PartitionKey::new(table, hour).path();
+            match finish_merges(storage, &partition).await {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    warn!(partition, error = %e, "Could not finish the joins of a partition; its readers de-duplicate it.");
+                }
+            }
+        }
+    }
+    if deleted > 0 {
+        info!(deleted, "Finished joins a crash had cut off: deleted the files they hold.");
+    }
 }
 
 /// The `collection` label of a table's events: the collection's NSID, or `other`, `identity`,

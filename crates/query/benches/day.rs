@@ -2,7 +2,8 @@
 //! typed call and a few SQL queries on it: first on the dataset as the sink leaves it before
 //! compaction (a file per table and hour every five minutes, as the sink rolls its files, each
 //! marked duplicate-free, as the pipeline's writer marks the batches its replay filter
-//! vouched for; with `--replays`, unmarked files plus a replay of a few seconds once an hour,
+//! vouched for, and joined as the writer joins its own files: four of a partition into one,
+//! and all of them once the hour has closed; with `--replays`, unmarked files plus a replay of a few seconds once an hour,
 //! as an older writer or another tool leaves them after a Jetstream reconnect); then on a copy with
 //! all but the last two hours compacted (as the hourly `firehose compact` timer of the
 //! deployment leaves the current day); then on a compacted copy (`firehose_sink::compact`, as
@@ -29,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use firehose_core::Event;
 use firehose_query::{Dataset, Engagement, PostQuery, QueryOptions, Rows, TimeRange};
-use firehose_sink::{BatchName, CompactOptions, LocalStorage, ParquetOptions, Writer, compact};
+use firehose_sink::{
+    BatchName, CompactOptions, LocalStorage, MergePolicy, OwnFiles, ParquetOptions, Storage,
+    Writer, compact, merge_files,
+};
 use firehose_synth::{Config, Generator};
 
 // The allocator of `firehose serve` and `firehose query`.
@@ -141,6 +145,11 @@ async fn generate(args: &Args) {
     let mut bytes = 0u64;
     let mut replayed = 0u64;
     let mut next_replay_us = START_US + HOUR_US / 2;
+    // The pipeline's writer joins its own marked files of a partition as they accumulate and
+    // once its hour has closed (after the grace of three minutes).
+    let mut own = OwnFiles::new(MergePolicy::default());
+    let storage = LocalStorage::new(&args.dir);
+    let mut joins = 0usize;
     while written < args.events {
         let n = batch.min(args.events - written);
         let events: Vec<Event<'static>> = (0..n).map(|_| generator.next_event()).collect();
@@ -153,6 +162,19 @@ async fn generate(args: &Args) {
         files += committed.files.len();
         bytes += committed.bytes();
         written += n;
+        if !args.replays {
+            own.add(&committed.files);
+            let newest_us = events.last().map_or(i64::MIN, |e| e.time_us);
+            for job in own.due(newest_us - 180_000_000) {
+                let output = merge_files(&storage, &job, writer.options())
+                    .await
+                    .expect("join");
+                if let Some(output) = output {
+                    own.merged(output);
+                    joins += 1;
+                }
+            }
+        }
         // Once an hour a reconnect: the last three seconds delivered again, in a file of
         // their own.
         let last_us = events.last().map_or(0, |e| e.time_us);
@@ -171,10 +193,15 @@ async fn generate(args: &Args) {
         }
     }
     std::fs::write(&marker, b"").expect("marker");
+    let mut left = storage.list("").await.expect("list");
+    left.retain(|o| o.path.ends_with(".parquet"));
     println!(
-        "wrote {written} events and {replayed} replayed again in {files} files, {:.1} MB, in {:.1} s",
+        "wrote {written} events and {replayed} replayed again in {files} files, {:.1} MB, in {:.1} s; \
+         {joins} joins left {} files, {:.1} MB",
         bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        left.len(),
+        left.iter().map(|o| o.size).sum::<u64>() as f64 / 1e6,
     );
 }
 

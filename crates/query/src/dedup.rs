@@ -33,9 +33,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
 use firehose_core::Table;
+use firehose_core::layout::origins_overlap;
 use futures::StreamExt;
 
-use crate::marks::Marks;
+use crate::marks::{Mark, Marks};
 
 /// Wraps a table's file listing and keeps one row per event key.
 ///
@@ -181,7 +182,8 @@ impl DedupTable {
     /// Splits a listing scan into the files of duplicate-free partitions and the others (to
     /// de-duplicate). Either may be absent. A partition is duplicate-free when its files are
     /// the outputs of one compaction, or when each of them carries the writer's duplicate-free
-    /// mark ([`Marks`]). Compaction outputs are not marked: beside other files they may be an
+    /// mark ([`Marks`]) and no batch is in two of them (a writer joins its files of a
+    /// partition, and deletes them once the join is stored). Compaction outputs are not marked: beside other files they may be an
     /// interrupted compaction, whose inputs are still there. A plan that is not a file scan
     /// (an empty table) counts as not duplicate-free.
     async fn split_duplicate_free(
@@ -212,19 +214,18 @@ impl DedupTable {
         }
         if !to_read.is_empty() {
             let store = state.runtime_env().object_store(&config.object_store_url)?;
-            let marked = self.marks.of(&store, &to_read).await?;
-            let unmarked: HashSet<&str> = to_read
-                .iter()
-                .zip(&marked)
-                .filter(|&(_, &marked)| !marked)
-                .map(|(f, _)| dir_of(f))
-                .collect();
-            free.extend(
-                to_read
-                    .iter()
-                    .map(|f| dir_of(f))
-                    .filter(|dir| !unmarked.contains(dir)),
-            );
+            let marks = self.marks.of(&store, &to_read).await?;
+            let mut read: HashMap<&str, Vec<&Mark>> = HashMap::new();
+            for (file, mark) in to_read.iter().zip(&marks) {
+                read.entry(dir_of(file)).or_default().push(mark);
+            }
+            // Every file marked, and no batch in two of them (a writer's join cut off before
+            // it deleted its inputs).
+            free.extend(read.into_iter().filter_map(|(dir, marks)| {
+                (marks.iter().all(|m| m.marked)
+                    && !origins_overlap(marks.iter().map(|m| &*m.origins)))
+                .then_some(dir)
+            }));
         }
         if free.is_empty() {
             return Ok((None, Some(files)));

@@ -495,10 +495,16 @@ fn is_compacted(files: &[ObjectInfo]) -> bool {
     layout::is_compacted_partition(files.iter().map(|f| f.path.as_str()))
 }
 
-/// A stable hash of the input names (FNV-1a, 64 bits; std's hasher may change between Rust
-/// releases), naming the outputs.
+/// A stable hash of the input names, naming the outputs.
 fn inputs_hash(files: &[ObjectInfo]) -> String {
-    let mut names: Vec<&str> = files.iter().map(|f| file_name(&f.path)).collect();
+    names_hash(files.iter().map(|f| file_name(&f.path)))
+}
+
+/// A stable hash of a set of file names, whatever their order (FNV-1a, 64 bits, in hex; std's
+/// hasher may change between Rust releases): how compaction and a writer's joins name their
+/// outputs, so that work done again makes the same files.
+pub(crate) fn names_hash<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut names: Vec<&str> = names.collect();
     names.sort_unstable();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for name in names {
@@ -509,7 +515,9 @@ fn inputs_hash(files: &[ObjectInfo]) -> String {
     format!("{h:016x}")
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Task(e.to_string()))

@@ -48,6 +48,9 @@
 //!   passing its grace period, or the memory bound); they are then encoded together
 //!   ([`Closing::encode`]) and stored under one batch name ([`Sealed::store`], which can be
 //!   retried). Messages that failed to decode go to the `dead_letters` table beside them.
+//! - [`OwnFiles`] and [`merge_files`] join a writer's own marked files of a partition into one
+//!   as they accumulate and when the hour closes, so that the layout a writer leaves has about
+//!   a file per table and hour, as compaction's does (see [`merge`]).
 //!
 //! # Exactly once
 //!
@@ -64,12 +67,15 @@
 //!
 //! Compaction keeps to the same rule: its outputs are named after the set of files they
 //! replace, are stored before any input is deleted, and a re-run after a crash takes the
-//! leftovers as inputs and converges (see [`compact()`]).
+//! leftovers as inputs and converges (see [`compact()`]). So do a writer's joins: named after
+//! the batches they hold, stored before their inputs are deleted, and finished by
+//! [`finish_merges`] after a crash.
 
 pub mod compact;
 mod encode;
 pub mod keys;
 mod local;
+pub mod merge;
 mod retention;
 mod rolling;
 #[cfg(feature = "s3")]
@@ -85,13 +91,14 @@ pub use encode::{
 };
 pub use keys::stored_keys;
 pub use local::LocalStorage;
+pub use merge::{MergeJob, MergePolicy, OwnFiles, finish_merges, merge_files};
 pub use retention::{Retained, partition_of, retain};
 pub use rolling::{
     Closing, DEAD_LETTER_TABLE, DeadLetter, OpenFiles, RollPolicy, RollReason, Sealed, SealedFile,
     dead_letter_schema,
 };
 pub use storage::{ObjectInfo, Storage};
-pub use writer::{BatchName, Committed, PendingFile, Storing, Writer};
+pub use writer::{BatchName, Committed, FileWritten, PendingFile, Storing, Writer};
 
 /// The dataset at `location`: a local directory, or `s3://bucket/prefix` (feature `s3`) with
 /// the endpoint, region and credentials from the standard AWS environment
@@ -184,6 +191,15 @@ pub enum Error {
     #[error("compacting {partition}: {reason}")]
     Compact {
         /// The partition, or the file, being compacted.
+        partition: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A writer could not join a partition's files (an unreadable input, columns that
+    /// differ).
+    #[error("joining the files of {partition}: {reason}")]
+    Merge {
+        /// The partition.
         partition: String,
         /// What went wrong.
         reason: String,

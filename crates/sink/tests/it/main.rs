@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod compact;
+mod merge;
 #[cfg(feature = "s3")]
 mod s3;
 #[cfg(feature = "s3")]
