@@ -131,6 +131,9 @@ struct Sinks {
     ack_on_read: bool,
     /// How long an hour takes late events after its end ([`RollPolicy::grace`]).
     grace_us: i64,
+    /// The most JSON bytes open files hold ([`RollPolicy::max_open_bytes`]): a writer with
+    /// less than that waiting in the buffer keeps up.
+    max_open_bytes: u64,
     /// This writer's own marked files waiting to be joined (`None`: no joins).
     own: Option<Mutex<OwnFiles>>,
 }
@@ -207,6 +210,7 @@ impl WriteLoop {
                 oldest_open_us: AtomicI64::new(i64::MAX),
                 ack_on_read: config.ack_on_read,
                 grace_us: i64::try_from(config.policy.grace.as_micros()).unwrap_or(i64::MAX),
+                max_open_bytes: config.policy.max_open_bytes,
                 own: config.merge.clone().map(|p| Mutex::new(OwnFiles::new(p))),
             }),
             open: OpenFiles::new(config.policy.grace),
@@ -721,7 +725,10 @@ async fn flush(
     }
     debug!(batch = %first, files = committed.files.len(), events, ms = elapsed.as_millis() as u64, "Stored a batch.");
     if own {
-        join_own_files(&sinks, &committed.files, newest_us).await;
+        // Keeping up: less than a batch waits in the buffer, and the newest event is recent.
+        let live = stats.bytes < sinks.max_open_bytes
+            && crate::unix_us().saturating_sub(newest_us) < 600_000_000;
+        join_own_files(&sinks, &committed.files, newest_us, live).await;
     }
     Ok(Flushed {
         sealed,
@@ -772,15 +779,20 @@ async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<u64> {
         .map_err(|source| Error::Buffer { op: "ack", source })
 }
 
-/// Adds a stored batch's files to this writer's own and joins those that are due: a partition
-/// with enough of them, or whose hour closed (the newest event seen passed its end and the
-/// grace). A join that fails leaves its files as they are (a few more files, nothing else).
-async fn join_own_files(sinks: &Sinks, files: &[firehose_sink::FileWritten], newest_us: i64) {
+/// Adds a stored batch's files to this writer's own and joins those that are due: files of a
+/// tier in a partition with enough of them, or a partition whose hour closed (the newest event
+/// seen passed its end and the grace). A writer catching up (`live` false) joins nothing. A join that fails leaves its files as they are (a few more files, nothing else).
+async fn join_own_files(
+    sinks: &Sinks,
+    files: &[firehose_sink::FileWritten],
+    newest_us: i64,
+    live: bool,
+) {
     let Some(own) = &sinks.own else { return };
     let jobs = match own.lock() {
         Ok(mut own) => {
             own.add(files);
-            own.due(newest_us.saturating_sub(sinks.grace_us))
+            own.due(newest_us.saturating_sub(sinks.grace_us), live)
         }
         Err(_) => return,
     };
@@ -793,7 +805,7 @@ async fn join_own_files(sinks: &Sinks, files: &[firehose_sink::FileWritten], new
                     .increment(job.inputs.len() as u64);
                 debug!(partition = %job.partition, files = job.inputs.len(), rows = output.rows, ms = started.elapsed().as_millis() as u64, "Joined files.");
                 if let Ok(mut own) = own.lock() {
-                    own.merged(output);
+                    own.merged(&job, output);
                 }
             }
             Ok(None) => {

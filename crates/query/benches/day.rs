@@ -165,12 +165,12 @@ async fn generate(args: &Args) {
         if !args.replays {
             own.add(&committed.files);
             let newest_us = events.last().map_or(i64::MIN, |e| e.time_us);
-            for job in own.due(newest_us - 180_000_000) {
+            for job in own.due(newest_us - 180_000_000, true) {
                 let output = merge_files(&storage, &job, writer.options())
                     .await
                     .expect("join");
                 if let Some(output) = output {
-                    own.merged(output);
+                    own.merged(&job, output);
                     joins += 1;
                 }
             }

@@ -26,8 +26,11 @@
 //! no duplicates left and is read as a plain Parquet scan. So is a partition whose every file
 //! carries the writer's duplicate-free mark
 //! (`firehose.duplicate_free` in the Parquet key-value metadata, which the pipeline's writer
-//! sets on the batches its ingest's replay filter vouched for): the footers are read once per
-//! file and remembered. The other partitions (files written without the mark: an older writer,
+//! sets on the batches its ingest's replay filter vouched for) and no batch is in two of its
+//! files (a writer joins its own files of a partition into one that lists the batches it
+//! holds, `firehose.merged_from`, and deletes them once the join is stored; a crash in
+//! between leaves both): the footers are read once per file and remembered. The other
+//! partitions (files written without the mark: an older writer,
 //! an import, another tool; an interrupted compaction) are scanned with the query's
 //! filters pushed into the scan (so pruning still works, and the filters run before the
 //! de-duplication, which is correct because two deliveries of an event carry the same record),

@@ -34,14 +34,7 @@ pub async fn stored_keys(
         let mut files = 0;
         for table in Table::ALL {
             let prefix = format!("{}/", PartitionKey::new(table, hour_us).path());
-            for object in storage.list(&prefix).await? {
-                if !object.path.ends_with(".parquet") {
-                    continue;
-                }
-                files += 1;
-                let data = storage.get(&object.path).await?;
-                read_keys(table, &object.path, data, since_us, &mut keys)?;
-            }
+            files += partition_keys(storage, table, &prefix, since_us, &mut keys).await?;
         }
         if files == 0 && i > 0 {
             break;
@@ -49,6 +42,38 @@ pub async fn stored_keys(
     }
     keys.sort_unstable_by_key(|k| k.time_us);
     Ok(keys)
+}
+
+/// Adds the keys of one partition's files with `time_us >= since_us`; returns how many files
+/// it read. A file deleted between the listing and its read (a writer joined it, compaction
+/// replaced it: their outputs are stored first) makes it list the partition again.
+async fn partition_keys(
+    storage: &dyn Storage,
+    table: Table,
+    prefix: &str,
+    since_us: i64,
+    keys: &mut Vec<Peeked>,
+) -> Result<usize> {
+    let mut attempts = 0;
+    'listing: loop {
+        attempts += 1;
+        let mut read = Vec::new();
+        let mut files = 0;
+        for object in storage.list(prefix).await? {
+            if !object.path.ends_with(".parquet") {
+                continue;
+            }
+            let data = match storage.get(&object.path).await {
+                Ok(data) => data,
+                Err(Error::NotFound { .. }) if attempts < 5 => continue 'listing,
+                Err(e) => return Err(e),
+            };
+            files += 1;
+            read_keys(table, &object.path, data, since_us, &mut read)?;
+        }
+        keys.append(&mut read);
+        return Ok(files);
+    }
 }
 
 /// The time and key fingerprint of every row of one Parquet file of `table`, in file order

@@ -3,9 +3,10 @@
 //!
 //! A writer closes a file per table and hour every few minutes: about a dozen per partition,
 //! and queries pay for each file they open (see the README's figures for the raw layout). So
-//! the writer joins its own marked files of a partition into one ([`merge_files`]): when the
-//! partition has [`MergePolicy::files`] of them, and once more when its hour has closed. An
-//! hour the writer has left is then one file per table, and the open hour a few.
+//! the writer joins its own marked files of a partition into one ([`merge_files`]): four batch
+//! files into one, four of those into one, and so on ([`MergePolicy`]), and all of them once
+//! the hour has closed. An hour the writer has left is then one file per table, and the open
+//! hour a few.
 //!
 //! A join is a copy, not a compaction: the inputs are marked duplicate-free, so their rows are
 //! kept as they are, in order, and the output is marked too. It lists the batch files it holds
@@ -36,8 +37,10 @@ use crate::{Error, Result, Storage, partition_of};
 /// When a writer joins its files of a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergePolicy {
-    /// Join a partition's files when it has this many of them (default 4): an open hour keeps
-    /// at most this many less one per table, and each row is copied about twice on average.
+    /// Join a partition's files when this many of the same tier accumulate (default 4): four
+    /// batch files make one of tier 1, four of those one of tier 2, and so on, so a row is
+    /// copied about once per tier (log₄ of the batches an hour gets) and an open hour keeps a
+    /// few files per table.
     pub files: usize,
     /// Leave a file of this size or more as it is (default 64 MB): joining large files gains
     /// little and costs a copy.
@@ -62,14 +65,17 @@ pub struct MergeJob {
     pub table: Table,
     /// The files, oldest first.
     pub inputs: Vec<FileWritten>,
+    /// The tier of the output: one more than the inputs'.
+    pub tier: u32,
 }
 
 /// A writer's own marked files, per partition, waiting to be joined.
 #[derive(Debug, Default)]
 pub struct OwnFiles {
     policy: MergePolicy,
-    /// By partition directory: the start of its hour and its files.
-    partitions: BTreeMap<String, (i64, Vec<FileWritten>)>,
+    /// By partition directory: the start of its hour and its files with their tiers, oldest
+    /// first (so tiers never increase along the list).
+    partitions: BTreeMap<String, (i64, Vec<(u32, FileWritten)>)>,
 }
 
 impl OwnFiles {
@@ -85,43 +91,81 @@ impl OwnFiles {
     /// Files of the dead-letter table or of another layout are left out.
     pub fn add(&mut self, files: &[FileWritten]) {
         for file in files {
-            let Some(key) = partition_of(&file.path) else {
-                continue;
-            };
-            if key.table != file.table || file.bytes >= self.policy.max_bytes {
-                continue;
-            }
-            self.partitions
-                .entry(key.path())
-                .or_insert_with(|| (key.hour.start_us(), Vec::new()))
-                .1
-                .push(file.clone());
+            self.add_tier(0, file);
         }
     }
 
-    /// Takes out the joins that are due: partitions with [`MergePolicy::files`] files, and
-    /// partitions of hours that ended by `closed_before_us` (those are then forgotten; with one
-    /// file there is nothing to join).
-    pub fn due(&mut self, closed_before_us: i64) -> Vec<MergeJob> {
+    fn add_tier(&mut self, tier: u32, file: &FileWritten) {
+        let Some(key) = partition_of(&file.path) else {
+            return;
+        };
+        if key.table != file.table || file.bytes >= self.policy.max_bytes {
+            return;
+        }
+        self.partitions
+            .entry(key.path())
+            .or_insert_with(|| (key.hour.start_us(), Vec::new()))
+            .1
+            .push((tier, file.clone()));
+    }
+
+    /// Takes out the joins that are due, with `live` (a writer keeping up). Partitions of
+    /// hours that ended by `closed_before_us` are joined whole, in files of up to
+    /// [`MergePolicy::max_bytes`], and forgotten; in the others, the newest
+    /// [`MergePolicy::files`] files of one tier are joined. A writer catching up joins nothing
+    /// (it forgets closed hours, and leaves them to compaction): a backlog is drained at the
+    /// speed of writing alone.
+    pub fn due(&mut self, closed_before_us: i64, live: bool) -> Vec<MergeJob> {
         let mut jobs = Vec::new();
         let files = self.policy.files.max(2);
+        let max_bytes = self.policy.max_bytes;
         self.partitions.retain(|partition, (hour_us, own)| {
             let closed = hour_us.saturating_add(HOUR_US) <= closed_before_us;
-            if own.len() >= files || (closed && own.len() >= 2) {
+            if !live {
+                return !closed;
+            }
+            let mut job = |inputs: Vec<(u32, FileWritten)>| {
+                let tier = inputs.iter().map(|(t, _)| *t).max().unwrap_or(0) + 1;
                 jobs.push(MergeJob {
                     partition: partition.clone(),
-                    table: own[0].table,
-                    inputs: std::mem::take(own),
+                    table: inputs[0].1.table,
+                    inputs: inputs.into_iter().map(|(_, f)| f).collect(),
+                    tier,
                 });
+            };
+            if closed {
+                // Runs of consecutive files up to the size bound, each joined into one.
+                let mut run: Vec<(u32, FileWritten)> = Vec::new();
+                let mut bytes = 0;
+                for file in own.drain(..) {
+                    if !run.is_empty() && bytes + file.1.bytes > max_bytes {
+                        if run.len() >= 2 {
+                            job(std::mem::take(&mut run));
+                        }
+                        run.clear();
+                        bytes = 0;
+                    }
+                    bytes += file.1.bytes;
+                    run.push(file);
+                }
+                if run.len() >= 2 {
+                    job(run);
+                }
+                return false;
             }
-            !closed && !own.is_empty()
+            let newest = own.last().map_or(0, |(tier, _)| *tier);
+            let same = own.iter().rev().take_while(|(t, _)| *t == newest).count();
+            if same >= files {
+                job(own.split_off(own.len() - same));
+            }
+            !own.is_empty()
         });
         jobs
     }
 
     /// Gives back the output of a join that [`OwnFiles::due`] took out of an open hour.
-    pub fn merged(&mut self, output: FileWritten) {
-        self.add(std::slice::from_ref(&output));
+    pub fn merged(&mut self, job: &MergeJob, output: FileWritten) {
+        self.add_tier(job.tier, &output);
     }
 
     /// Partitions with files waiting.

@@ -295,14 +295,24 @@ pub(crate) fn local_dataset(root: &Path) -> (BTreeMap<Table, Vec<i64>>, usize) {
 }
 
 /// The Parquet files under a local dataset: path relative to the root, and content.
+///
+/// A file deleted between the listing and its read (a writer joined it into another) makes it
+/// list again.
 pub(crate) fn local_files(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    for path in crate::parquet_files(root) {
-        if path.ends_with(".parquet") {
-            files.push((path.clone(), std::fs::read(root.join(&path)).unwrap()));
+    'listing: for _ in 0..20 {
+        let mut files = Vec::new();
+        for path in crate::parquet_files(root) {
+            if path.ends_with(".parquet") {
+                match std::fs::read(root.join(&path)) {
+                    Ok(data) => files.push((path.clone(), data)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue 'listing,
+                    Err(e) => panic!("{path}: {e}"),
+                }
+            }
         }
+        return files;
     }
-    files
+    panic!("files of {} kept disappearing while read", root.display());
 }
 
 /// Rows stored more than once, counted by the product's event key (`did`, collection, `rkey`,
@@ -782,31 +792,42 @@ impl S3Server {
             config.access_key_id = Some(S3_KEY.into());
             config.secret_access_key = Some(Secret::new(self.secret.clone()));
             let storage = std::sync::Arc::new(S3Storage::new(config).await.unwrap());
-            let mut paths: Vec<String> = storage
-                .list("")
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|o| o.path)
-                .filter(|p| p.ends_with(".parquet"))
-                .collect();
-            let mut files = Vec::new();
-            let mut tasks = tokio::task::JoinSet::new();
-            while !paths.is_empty() || !tasks.is_empty() {
-                while tasks.len() < 16
-                    && let Some(path) = paths.pop()
-                {
-                    let storage = storage.clone();
-                    tasks.spawn(async move {
-                        let data = storage.get(&path).await.unwrap();
-                        (path, data.to_vec())
-                    });
+            // A file deleted between the listing and its read (a writer joined it into
+            // another) makes it list again.
+            'listing: for _ in 0..20 {
+                let mut paths: Vec<String> = storage
+                    .list("")
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.path)
+                    .filter(|p| p.ends_with(".parquet"))
+                    .collect();
+                let mut files = Vec::new();
+                let mut tasks = tokio::task::JoinSet::new();
+                while !paths.is_empty() || !tasks.is_empty() {
+                    while tasks.len() < 16
+                        && let Some(path) = paths.pop()
+                    {
+                        let storage = storage.clone();
+                        tasks.spawn(async move {
+                            match storage.get(&path).await {
+                                Ok(data) => Some((path, data.to_vec())),
+                                Err(firehose_sink::Error::NotFound { .. }) => None,
+                                Err(e) => panic!("{path}: {e}"),
+                            }
+                        });
+                    }
+                    if let Some(done) = tasks.join_next().await {
+                        match done.unwrap() {
+                            Some(file) => files.push(file),
+                            None => continue 'listing,
+                        }
+                    }
                 }
-                if let Some(done) = tasks.join_next().await {
-                    files.push(done.unwrap());
-                }
+                return files;
             }
-            files
+            panic!("objects under s3://{bucket}/{prefix} kept disappearing while read")
         })
     }
 }

@@ -162,7 +162,7 @@ async fn a_writers_joins_are_read_plainly_and_a_cut_off_join_is_deduplicated() {
     }
     .path();
     let mut cut_off = None;
-    let jobs = own.due(i64::MAX);
+    let jobs = own.due(i64::MAX, true);
     assert!(!jobs.is_empty());
     for job in jobs {
         assert!(job.inputs.len() > 1);

@@ -77,7 +77,7 @@ async fn a_partitions_batches_are_joined_into_one_marked_file_that_lists_them() 
         }
         own.add(files);
         // Nothing has closed yet: only partitions with four files are due.
-        for job in own.due(i64::MIN) {
+        for job in own.due(i64::MIN, true) {
             assert_eq!(job.inputs.len(), 4, "{job:?}");
             let before: Vec<RecordBatch> = read_all(&storage, &job.inputs).await;
             let output = merge_files(&*storage, &job, &marked())
@@ -104,12 +104,12 @@ async fn a_partitions_batches_are_joined_into_one_marked_file_that_lists_them() 
                     input.path
                 );
             }
-            own.merged(output);
+            own.merged(&job, output);
         }
     }
     assert!(joins > 0);
     // Every hour closes: each partition becomes one file, with all its rows.
-    for job in own.due(i64::MAX) {
+    for job in own.due(i64::MAX, true) {
         merge_files(&*storage, &job, &marked())
             .await
             .unwrap()
@@ -146,7 +146,7 @@ async fn only_marked_files_are_joined_and_a_closed_hour_is_joined_once_more() {
     for files in &batches {
         own.add(files);
     }
-    let jobs = own.due(i64::MAX);
+    let jobs = own.due(i64::MAX, true);
     assert!(!jobs.is_empty());
     for job in &jobs {
         assert_eq!(merge_files(&*storage, job, &marked()).await.unwrap(), None);
@@ -167,8 +167,8 @@ async fn only_marked_files_are_joined_and_a_closed_hour_is_joined_once_more() {
         .hour
         .start_us()
         + HOUR_US;
-    assert!(own.due(hour_end - 1).is_empty());
-    let jobs = own.due(hour_end);
+    assert!(own.due(hour_end - 1, true).is_empty());
+    let jobs = own.due(hour_end, true);
     assert!(!jobs.is_empty());
     for job in &jobs {
         assert!(
@@ -208,6 +208,7 @@ async fn a_join_interrupted_before_it_deleted_its_inputs_is_finished_at_start() 
         partition: partition.clone(),
         table: files[0].table,
         inputs: files.to_vec(),
+        tier: 1,
     };
     // A first join of three files, then a second of the first join and two more.
     let first = merge_files(&*storage, &job(&inputs[..3]), &marked())
