@@ -1,8 +1,8 @@
 //! The write loop: buffer entries in, Parquet files out, then acknowledge, then checkpoint.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firehose_buffer::{Buffer, Entry, EntryId};
@@ -809,7 +809,8 @@ async fn join_own_files(
                 }
             }
             Ok(None) => {
-                metrics::counter!("firehose_writer_joins_total", "result" => "skipped").increment(1);
+                metrics::counter!("firehose_writer_joins_total", "result" => "skipped")
+                    .increment(1);
             }
             Err(e) => {
                 metrics::counter!("firehose_writer_joins_total", "result" => "failed").increment(1);
@@ -823,7 +824,9 @@ async fn join_own_files(
 /// writer may have been joining: the hours around `checkpoint_us` and the last two hours.
 async fn finish_cut_off_joins(storage: &dyn Storage, checkpoint_us: Option<i64>) {
     let now = crate::unix_us();
-    let mut hours: BTreeSet<i64> = (0..3).map(|i| Hour::of(now).start_us() - i * HOUR_US).collect();
+    let mut hours: BTreeSet<i64> = (0..3)
+        .map(|i| Hour::of(now).start_us() - i * HOUR_US)
+        .collect();
     if let Some(at) = checkpoint_us {
         hours.extend((-1..=1).map(|i| Hour::of(at).start_us() + i * HOUR_US));
     }
@@ -840,7 +843,10 @@ async fn finish_cut_off_joins(storage: &dyn Storage, checkpoint_us: Option<i64>)
         }
     }
     if deleted > 0 {
-        info!(deleted, "Finished joins a crash had cut off: deleted the files they hold.");
+        info!(
+            deleted,
+            "Finished joins a crash had cut off: deleted the files they hold."
+        );
     }
 }
 

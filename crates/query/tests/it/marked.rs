@@ -179,7 +179,12 @@ async fn a_writers_joins_are_read_plainly_and_a_cut_off_join_is_deduplicated() {
         .await
         .unwrap();
     check_all(&ds, &events).await;
-    let plan = shown(&ds.sql("EXPLAIN SELECT count(*) FROM posts").await.unwrap().batches);
+    let plan = shown(
+        &ds.sql("EXPLAIN SELECT count(*) FROM posts")
+            .await
+            .unwrap()
+            .batches,
+    );
     assert!(!plan.contains("DedupExec"), "{plan}");
 
     // An input back beside its join: its events are there twice, and are counted once.
@@ -202,7 +207,12 @@ async fn a_writers_joins_are_read_plainly_and_a_cut_off_join_is_deduplicated() {
     assert!(plan.contains("DedupExec"), "{plan}");
     check_all(&fresh, &events).await;
     // Finished, the partition is read plainly again.
-    assert_eq!(firehose_sink::finish_merges(&storage, &partition).await.unwrap(), 1);
+    assert_eq!(
+        firehose_sink::finish_merges(&storage, &partition)
+            .await
+            .unwrap(),
+        1
+    );
     let fresh = Dataset::open_local(&dir, QueryOptions::default())
         .await
         .unwrap();
