@@ -16,7 +16,9 @@
 //!
 //! Options: `--events N` (default 8,100,000), `--dir PATH` (default
 //! `/tmp/firehose-query-bench-N`; an existing dataset there is reused, and its copies go to
-//! `PATH-live` and `PATH-compacted`), `--runs R` (default 3; the best and the first run are printed),
+//! `PATH-live` and `PATH-compacted`), `--runs R` (default 3; the best and the first run are printed), `--passes P` (default 1:
+//! the layouts in turn P times, then each call's median, fastest and slowest best of runs, so
+//! that a slow spell of a shared machine does not fall on one layout only),
 //! `--batch-seconds S` (default 300: seconds of events per written batch), `--layout
 //! raw|live|compacted|all` (default all), `--no-dedup-too` to skip the comparison without
 //! de-duplication on the raw layout, `--only TEXT` to time only the calls whose name holds
@@ -48,6 +50,7 @@ struct Args {
     events: u64,
     dir: std::path::PathBuf,
     runs: usize,
+    passes: usize,
     compare: bool,
     batch_seconds: f64,
     raw: bool,
@@ -62,6 +65,7 @@ fn args() -> Args {
     let mut events = 8_100_000u64;
     let mut dir = None;
     let mut runs = 3;
+    let mut passes = 1;
     let mut compare = true;
     let mut batch_seconds = 300.0;
     let (mut raw, mut live, mut compacted) = (true, true, true);
@@ -74,6 +78,7 @@ fn args() -> Args {
             "--events" => events = it.next().and_then(|v| v.parse().ok()).unwrap_or(events),
             "--dir" => dir = it.next().map(Into::into),
             "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(runs),
+            "--passes" => passes = it.next().and_then(|v| v.parse().ok()).unwrap_or(passes),
             "--no-dedup-too" => compare = false,
             "--replays" => replays = true,
             "--only" => only = it.next(),
@@ -100,6 +105,7 @@ fn args() -> Args {
         events,
         dir,
         runs: runs.max(1),
+        passes,
         compare,
         batch_seconds,
         raw,
@@ -419,6 +425,35 @@ fn print(title: &str, timings: &[Timing]) {
     }
 }
 
+/// Each call's best of runs over the passes: the median, the fastest and the slowest.
+fn print_passes(title: &str, passes: &[Vec<Timing>]) {
+    println!("\n{title}, {} passes", passes.len());
+    println!("| call | median of the passes' best | fastest | slowest | rows |");
+    println!("|---|---|---|---|---|");
+    let Some(first) = passes.first() else { return };
+    for (i, t) in first.iter().enumerate() {
+        let mut best: Vec<f64> = passes
+            .iter()
+            .filter_map(|p| p.get(i))
+            .map(|t| t.best.as_secs_f64())
+            .collect();
+        best.sort_by(f64::total_cmp);
+        let n = best.len();
+        let median = if n % 2 == 1 {
+            best[n / 2]
+        } else {
+            (best[n / 2 - 1] + best[n / 2]) / 2.0
+        };
+        println!(
+            "| {} | {median:.3} s | {:.3} s | {:.3} s | {} |",
+            t.name,
+            best[0],
+            best[n - 1],
+            t.rows
+        );
+    }
+}
+
 fn main() {
     let args = args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -437,41 +472,36 @@ fn main() {
             max_rows: 10_000_000,
             ..QueryOptions::default()
         };
+        let mut layouts: Vec<(String, Dataset)> = Vec::new();
         if args.raw {
             let ds = Dataset::open_local(&args.dir, options.clone())
                 .await
                 .expect("open");
-            let timings = suite(&ds, &plan).await;
-            print(
-                &format!(
-                    "{} events, as written (before compaction{}), de-duplicated (the default)",
-                    args.events,
-                    if args.replays {
-                        ", unmarked, with replays"
-                    } else {
-                        ", marked duplicate-free"
-                    }
+            let marks = if args.replays {
+                ", unmarked, with replays"
+            } else {
+                ", marked duplicate-free"
+            };
+            layouts.push((
+                format!(
+                    "{} events, as written (before compaction{marks}), de-duplicated (the default)",
+                    args.events
                 ),
-                &timings,
-            );
+                ds,
+            ));
             if args.compare {
-                let plain = Dataset::open_local(
-                    &args.dir,
-                    QueryOptions {
-                        dedup: false,
-                        ..options.clone()
-                    },
-                )
-                .await
-                .expect("open");
-                let timings = suite(&plain, &plan).await;
-                print(
-                    &format!(
+                let plain = QueryOptions {
+                    dedup: false,
+                    ..options.clone()
+                };
+                let ds = Dataset::open_local(&args.dir, plain).await.expect("open");
+                layouts.push((
+                    format!(
                         "{} events, as written (before compaction), without de-duplication",
                         args.events
                     ),
-                    &timings,
-                );
+                    ds,
+                ));
             }
         }
         if args.live {
@@ -481,26 +511,42 @@ fn main() {
             let ds = Dataset::open_local(&dir, options.clone())
                 .await
                 .expect("open");
-            let timings = suite(&ds, &plan).await;
-            print(
-                &format!(
+            layouts.push((
+                format!(
                     "{} events, compacted but the last two hours, de-duplicated (the default)",
                     args.events
                 ),
-                &timings,
-            );
+                ds,
+            ));
         }
         if args.compacted {
             let dir = compacted_copy(&args, "compacted", i64::MAX).await;
             let ds = Dataset::open_local(&dir, options).await.expect("open");
-            let timings = suite(&ds, &plan).await;
-            print(
-                &format!(
+            layouts.push((
+                format!(
                     "{} events, compacted, de-duplicated (the default)",
                     args.events
                 ),
-                &timings,
-            );
+                ds,
+            ));
+        }
+        if args.passes <= 1 {
+            for (title, ds) in &layouts {
+                print(title, &suite(ds, &plan).await);
+            }
+            return;
+        }
+        // The layouts in turn, pass after pass, so that a slow spell of the machine falls on
+        // each of them alike; each call's best of runs, per pass.
+        let mut passes: Vec<Vec<Vec<Timing>>> = layouts.iter().map(|_| Vec::new()).collect();
+        for pass in 1..=args.passes {
+            for ((title, ds), timings) in layouts.iter().zip(&mut passes) {
+                println!("pass {pass}/{}: {title}", args.passes);
+                timings.push(suite(ds, &plan).await);
+            }
+        }
+        for ((title, _), timings) in layouts.iter().zip(&passes) {
+            print_passes(title, timings);
         }
     });
 }
