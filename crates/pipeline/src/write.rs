@@ -9,7 +9,7 @@ use firehose_buffer::{Buffer, Entry, EntryId};
 use firehose_core::{Event, HOUR_US, Hour, PartitionKey, Table};
 use firehose_sink::{
     BatchName, Closing, DeadLetter, MergePolicy, OpenFiles, OwnFiles, ParquetOptions, RollPolicy,
-    Sealed, Storage, finish_merges, merge_files,
+    RollReason, Sealed, Storage, finish_merges, merge_files,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +136,8 @@ struct Sinks {
     max_open_bytes: u64,
     /// This writer's own marked files waiting to be joined (`None`: no joins).
     own: Option<Mutex<OwnFiles>>,
+    /// No join starts before then: joins take at most [`JOIN_SHARE`] of the writer's time.
+    joins_rest_until: Mutex<Instant>,
 }
 
 /// Reads the buffer and writes Parquet until `shutdown` is cancelled, then flushes what is open
@@ -212,6 +214,7 @@ impl WriteLoop {
                 grace_us: i64::try_from(config.policy.grace.as_micros()).unwrap_or(i64::MAX),
                 max_open_bytes: config.policy.max_open_bytes,
                 own: config.merge.clone().map(|p| Mutex::new(OwnFiles::new(p))),
+                joins_rest_until: Mutex::new(Instant::now()),
             }),
             open: OpenFiles::new(config.policy.grace),
             config,
@@ -472,6 +475,7 @@ impl WriteLoop {
             Closed {
                 files: closing,
                 replay_free,
+                full: false,
             },
             true,
             self.newest_us,
@@ -490,9 +494,14 @@ impl WriteLoop {
         self.finish_in_flight().await?;
         let ids = std::mem::take(&mut self.open_ids);
         self.in_flight_ids.clone_from(&ids);
+        let full = matches!(
+            self.open.due(&self.config.policy, Instant::now()),
+            Some(RollReason::Size | RollReason::Memory)
+        );
         let closing = Closed {
             files: self.open.close(),
             replay_free: std::mem::replace(&mut self.open_replay_free, true),
+            full,
         };
         // The closed files' events are the flush's now; it checkpoints them once stored.
         self.sinks.oldest_open_us.store(i64::MAX, Ordering::SeqCst);
@@ -583,6 +592,9 @@ fn dead_letter(open: &mut OpenFiles, letter: DeadLetter, report: &mut WriterRepo
 struct Closed {
     files: Closing,
     replay_free: bool,
+    /// Closed because a file reached its size or the open files their memory bound: the
+    /// writer is writing as fast as it can, not waiting for events.
+    full: bool,
 }
 
 /// Encodes and stores a batch (retrying storage until it succeeds), then acknowledges its
@@ -725,8 +737,11 @@ async fn flush(
     }
     debug!(batch = %first, files = committed.files.len(), events, ms = elapsed.as_millis() as u64, "Stored a batch.");
     if own {
-        // Keeping up: less than a batch waits in the buffer, and the newest event is recent.
-        let live = stats.bytes < sinks.max_open_bytes
+        // Keeping up with time to spare: the batch closed by age or by its hour, not full;
+        // less than a batch waits in the buffer; the newest event is recent. A writer busy
+        // with a high rate or a backlog spends no time joining.
+        let live = !closed.full
+            && stats.bytes < sinks.max_open_bytes
             && crate::unix_us().saturating_sub(newest_us) < 600_000_000;
         join_own_files(&sinks, &committed.files, newest_us, live).await;
     }
@@ -781,7 +796,8 @@ async fn ack(sinks: &Sinks, ids: &[EntryId]) -> Result<u64> {
 
 /// Adds a stored batch's files to this writer's own and joins those that are due: files of a
 /// tier in a partition with enough of them, or a partition whose hour closed (the newest event
-/// seen passed its end and the grace). A writer catching up (`live` false) joins nothing. A join that fails leaves its files as they are (a few more files, nothing else).
+/// seen passed its end and the grace). A writer catching up or taking a high rate (`live`
+/// false) joins nothing. A join that fails leaves its files as they are (a few more files, nothing else).
 async fn join_own_files(
     sinks: &Sinks,
     files: &[firehose_sink::FileWritten],
@@ -789,13 +805,21 @@ async fn join_own_files(
     live: bool,
 ) {
     let Some(own) = &sinks.own else { return };
+    let resting = sinks
+        .joins_rest_until
+        .lock()
+        .map_or(true, |until| Instant::now() < *until);
     let jobs = match own.lock() {
         Ok(mut own) => {
             own.add(files);
+            if resting {
+                return;
+            }
             own.due(newest_us.saturating_sub(sinks.grace_us), live)
         }
         Err(_) => return,
     };
+    let joining = Instant::now();
     for job in jobs {
         let started = Instant::now();
         match merge_files(&*sinks.storage, &job, &sinks.parquet).await {
@@ -818,7 +842,15 @@ async fn join_own_files(
             }
         }
     }
+    let spent = joining.elapsed();
+    if let Ok(mut until) = sinks.joins_rest_until.lock() {
+        *until = Instant::now() + spent.mul_f64((1.0 - JOIN_SHARE) / JOIN_SHARE);
+    }
 }
+
+/// The most of a writer's time its joins take: after joining for a while, it waits nine times
+/// as long before it joins again, so a writer at its highest rate loses at most a tenth of it.
+const JOIN_SHARE: f64 = 0.1;
 
 /// Finishes the joins a crash cut off (their inputs still beside them) in the partitions this
 /// writer may have been joining: the hours around `checkpoint_us` and the last two hours.

@@ -42,8 +42,9 @@ pub struct MergePolicy {
     /// copied about once per tier (log₄ of the batches an hour gets) and an open hour keeps a
     /// few files per table.
     pub files: usize,
-    /// Leave a file of this size or more as it is (default 64 MB): joining large files gains
-    /// little and costs a copy.
+    /// Join files into one of at most this size (default 16 MB), and leave larger files as
+    /// they are: joining large files gains little, and a join holds its inputs and its output
+    /// in memory.
     pub max_bytes: u64,
 }
 
@@ -51,7 +52,7 @@ impl Default for MergePolicy {
     fn default() -> Self {
         MergePolicy {
             files: 4,
-            max_bytes: 64_000_000,
+            max_bytes: 16_000_000,
         }
     }
 }
@@ -109,22 +110,52 @@ impl OwnFiles {
             .push((tier, file.clone()));
     }
 
-    /// Takes out the joins that are due, with `live` (a writer keeping up). Partitions of
-    /// hours that ended by `closed_before_us` are joined whole, in files of up to
-    /// [`MergePolicy::max_bytes`], and forgotten; in the others, the newest
-    /// [`MergePolicy::files`] files of one tier are joined. A writer catching up joins nothing
-    /// (it forgets closed hours, and leaves them to compaction): a backlog is drained at the
-    /// speed of writing alone.
+    /// Takes out the joins that are due, with `live` (a writer keeping up): in a partition of
+    /// an hour that ended by `closed_before_us`, its oldest files up to
+    /// [`MergePolicy::max_bytes`] together (the rest on later calls, and the partition is
+    /// forgotten once done); in the others, the newest [`MergePolicy::files`] files of one tier,
+    /// unless together they pass [`MergePolicy::max_bytes`] (then they are large enough, and
+    /// left as they are). One call takes joins of at most [`MergePolicy::max_bytes`] of input
+    /// (one at least), so the time and memory a writer spends between two batches stay
+    /// bounded. A writer catching up joins nothing (it forgets closed hours, and leaves them
+    /// to compaction): a backlog is drained at the speed of writing alone.
     pub fn due(&mut self, closed_before_us: i64, live: bool) -> Vec<MergeJob> {
         let mut jobs = Vec::new();
         let files = self.policy.files.max(2);
         let max_bytes = self.policy.max_bytes;
+        let mut budget = max_bytes;
         self.partitions.retain(|partition, (hour_us, own)| {
             let closed = hour_us.saturating_add(HOUR_US) <= closed_before_us;
             if !live {
                 return !closed;
             }
-            let mut job = |inputs: Vec<(u32, FileWritten)>| {
+            if budget == 0 {
+                return true;
+            }
+            let inputs: Vec<(u32, FileWritten)> = if closed {
+                // The oldest run of files up to the size bound; a file too large to join with
+                // the next one is left as it is.
+                let mut n = 0;
+                let mut bytes = 0;
+                while let Some((_, file)) = own.get(n) {
+                    if n > 0 && bytes + file.bytes > max_bytes {
+                        break;
+                    }
+                    bytes += file.bytes;
+                    n += 1;
+                }
+                own.drain(..n).collect()
+            } else {
+                let newest = own.last().map_or(0, |(tier, _)| *tier);
+                let same = own.iter().rev().take_while(|(t, _)| *t == newest).count();
+                if same < files {
+                    return true;
+                }
+                own.split_off(own.len() - same)
+            };
+            let bytes: u64 = inputs.iter().map(|(_, f)| f.bytes).sum();
+            if inputs.len() >= 2 && bytes <= max_bytes {
+                budget = budget.saturating_sub(bytes);
                 let tier = inputs.iter().map(|(t, _)| *t).max().unwrap_or(0) + 1;
                 jobs.push(MergeJob {
                     partition: partition.clone(),
@@ -132,31 +163,6 @@ impl OwnFiles {
                     inputs: inputs.into_iter().map(|(_, f)| f).collect(),
                     tier,
                 });
-            };
-            if closed {
-                // Runs of consecutive files up to the size bound, each joined into one.
-                let mut run: Vec<(u32, FileWritten)> = Vec::new();
-                let mut bytes = 0;
-                for file in own.drain(..) {
-                    if !run.is_empty() && bytes + file.1.bytes > max_bytes {
-                        if run.len() >= 2 {
-                            job(std::mem::take(&mut run));
-                        }
-                        run.clear();
-                        bytes = 0;
-                    }
-                    bytes += file.1.bytes;
-                    run.push(file);
-                }
-                if run.len() >= 2 {
-                    job(run);
-                }
-                return false;
-            }
-            let newest = own.last().map_or(0, |(tier, _)| *tier);
-            let same = own.iter().rev().take_while(|(t, _)| *t == newest).count();
-            if same >= files {
-                job(own.split_off(own.len() - same));
             }
             !own.is_empty()
         });
