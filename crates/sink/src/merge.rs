@@ -351,3 +351,78 @@ pub async fn finish_merges(storage: &dyn Storage, partition: &str) -> Result<usi
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: u32, bytes: u64) -> FileWritten {
+        FileWritten {
+            path: format!("posts/year=2026/month=11/day=20/hour=05/{n}-0_{n}-9.parquet"),
+            table: Table::Posts,
+            rows: 10,
+            bytes,
+        }
+    }
+
+    fn policy() -> MergePolicy {
+        MergePolicy {
+            files: 4,
+            max_bytes: 100,
+        }
+    }
+
+    fn inputs(job: &MergeJob) -> Vec<u64> {
+        job.inputs.iter().map(|f| f.bytes).collect()
+    }
+
+    #[test]
+    fn tier_joins_stay_within_the_size_bound() {
+        let mut own = OwnFiles::new(policy());
+        own.add(&[file(1, 10), file(2, 10), file(3, 10)]);
+        assert!(
+            own.due(0, true).is_empty(),
+            "three files of a tier wait for a fourth"
+        );
+        own.add(&[file(4, 10)]);
+        let jobs = own.due(0, true);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((inputs(&jobs[0]), jobs[0].tier), (vec![10; 4], 1));
+        // Four files that would make one larger than the bound are left as they are.
+        let mut own = OwnFiles::new(policy());
+        own.add(&[file(1, 30), file(2, 30), file(3, 30), file(4, 30)]);
+        assert!(own.due(0, true).is_empty());
+        assert_eq!(own.partitions(), 0, "and forgotten");
+        // A file of the bound or more is never taken.
+        own.add(&[file(5, 100)]);
+        assert_eq!(own.partitions(), 0);
+    }
+
+    #[test]
+    fn a_closed_hour_is_joined_in_runs_within_the_bound_a_run_per_call() {
+        let mut own = OwnFiles::new(policy());
+        own.add(&[
+            file(1, 40),
+            file(2, 40),
+            file(3, 40),
+            file(4, 40),
+            file(5, 90),
+        ]);
+        // Not keeping up: nothing is joined, and the closed hour is forgotten.
+        let mut behind = OwnFiles::new(policy());
+        behind.add(&[file(1, 40), file(2, 40)]);
+        assert!(behind.due(i64::MAX, false).is_empty());
+        assert_eq!(behind.partitions(), 0);
+        // Keeping up: one call joins at most the bound's worth, then the next run.
+        let first = own.due(i64::MAX, true);
+        assert_eq!(first.iter().map(inputs).collect::<Vec<_>>(), [vec![40, 40]]);
+        let second = own.due(i64::MAX, true);
+        assert_eq!(
+            second.iter().map(inputs).collect::<Vec<_>>(),
+            [vec![40, 40]]
+        );
+        // The last file has nothing to join with within the bound: left as it is.
+        assert!(own.due(i64::MAX, true).is_empty());
+        assert_eq!(own.partitions(), 0);
+    }
+}
