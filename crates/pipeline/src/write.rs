@@ -742,7 +742,7 @@ async fn flush(
         // with a high rate or a backlog spends no time joining.
         let live = !closed.full
             && stats.bytes < sinks.max_open_bytes
-            && crate::unix_us().saturating_sub(newest_us) < 600_000_000;
+            && crate::unix_us().saturating_sub(newest_us) < JOIN_NEWEST_WITHIN_US;
         join_own_files(&sinks, &committed.files, newest_us, live).await;
     }
     Ok(Flushed {
@@ -847,6 +847,10 @@ async fn join_own_files(
         *until = Instant::now() + spent.mul_f64((1.0 - JOIN_SHARE) / JOIN_SHARE);
     }
 }
+
+/// A writer joins only while its newest event is younger than this (10 minutes): one replaying
+/// older events is catching up.
+const JOIN_NEWEST_WITHIN_US: i64 = 600_000_000;
 
 /// The most of a writer's time its joins take: after joining for a while, it waits nine times
 /// as long before it joins again, so a writer at its highest rate loses at most a tenth of it.
